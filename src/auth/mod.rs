@@ -1,0 +1,68 @@
+//! Authentication and authorization: who is calling ([`Auth::authenticate`]), what they
+//! may do ([`policy::authorize`]), password hashing and access tokens, and the Login RPC.
+
+pub mod password;
+pub mod policy;
+pub mod service;
+pub mod token;
+
+use std::sync::Arc;
+
+use tonic::metadata::MetadataMap;
+
+use crate::{error::ApiError, users::model::Roles, users::Users};
+
+/// An authenticated caller, with the roles its user holds now (not the roles it held when
+/// the token was signed: revoking a role or deactivating a user takes effect at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The caller's user id.
+    pub user_id: u64,
+    /// The caller's current roles.
+    pub roles: Roles,
+}
+
+/// Resolves bearer tokens to principals.
+#[derive(Clone)]
+pub struct Auth {
+    tokens: Arc<token::Tokens>,
+    users: Users,
+}
+
+impl Auth {
+    /// Combines the token signer with the user directory.
+    pub fn new(tokens: Arc<token::Tokens>, users: Users) -> Auth {
+        Auth { tokens, users }
+    }
+
+    /// The signer, for Login.
+    pub fn tokens(&self) -> &token::Tokens {
+        &self.tokens
+    }
+
+    /// `Ok(None)` when the call carries no `authorization` metadata; UNAUTHENTICATED when
+    /// it carries one that is malformed, invalid, expired, or names a user that is no
+    /// longer active.
+    pub async fn authenticate(&self, md: &MetadataMap) -> Result<Option<Principal>, ApiError> {
+        let Some(value) = md.get("authorization") else {
+            return Ok(None);
+        };
+        let bad_header =
+            || ApiError::Unauthenticated("authorization: expected metadata 'Bearer <access_token>'".into());
+        let value = value.to_str().map_err(|_| bad_header())?;
+        let token = match value.split_once(' ') {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim(),
+            _ => return Err(bad_header()),
+        };
+        let user_id = self.tokens.verify(token)?;
+        match self.users.get(user_id).await? {
+            Some(u) if u.status == crate::users::model::Status::Active => Ok(Some(Principal {
+                user_id,
+                roles: u.roles,
+            })),
+            _ => Err(ApiError::Unauthenticated(
+                "the token's user no longer exists or is not active".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The typed configuration: parsed once from flags and environment variables by clap,
+//! validated before anything starts, every default documented in `--help`.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{builder::BoolishValueParser, Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::password::{OWASP_ITERATIONS, OWASP_MEMORY_KIB};
+
+/// activity-hub: durable, ordered per-user activity streams over gRPC, and the user
+/// accounts behind them.
+#[derive(Debug, Parser)]
+#[command(name = "activity-hub", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (gRPC on --listen, Prometheus metrics on --metrics-listen).
+    Serve(Box<ServeConfig>),
+}
+
+/// Whether GetUser and authentication read users through the in-process cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UserCacheMode {
+    /// On for SQLite (one server owns the file); off for PostgreSQL, where other servers
+    /// may write users this process would not see.
+    Auto,
+    /// Always on. With PostgreSQL, only if this is the only server writing users.
+    On,
+    /// Always read the store.
+    Off,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `activity-hub serve`: every flag also reads the environment variable shown.
+#[derive(Clone, Debug, Args)]
+pub struct ServeConfig {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Store URL: `sqlite://FILE` (created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "HUB_DATABASE_URL", default_value = "sqlite://activity-hub.db")]
+    pub database_url: String,
+
+    /// Address serving Prometheus text at /metrics; `off` disables it.
+    #[arg(long, env = "HUB_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+
+    /// HMAC secret signing access tokens (at least 32 bytes). Default: generated once and
+    /// kept in the store, so tokens survive restarts and every server on the same
+    /// database accepts them.
+    #[arg(long, env = "HUB_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Let anyone call CreateUser, even without a token, to create a plain user.
+    #[arg(long, env = "HUB_OPEN_SIGNUP", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub open_signup: bool,
+
+    /// HTTP/2 concurrent streams per connection (one client connection may carry many
+    /// users' subscriptions).
+    #[arg(long, env = "HUB_MAX_STREAMS_PER_CONNECTION", default_value_t = 1024)]
+    pub max_streams_per_connection: u32,
+
+    /// Interval of heartbeats on idle subscription streams, e.g. `15s`, `500ms`.
+    #[arg(long, env = "HUB_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Email of the first admin, created (username `admin`) when the store has no admin.
+    #[arg(
+        long,
+        env = "HUB_BOOTSTRAP_ADMIN_EMAIL",
+        requires = "bootstrap_admin_password"
+    )]
+    pub bootstrap_admin_email: Option<String>,
+
+    /// Password of the first admin (at least 8 characters).
+    #[arg(
+        long,
+        env = "HUB_BOOTSTRAP_ADMIN_PASSWORD",
+        hide_env_values = true,
+        requires = "bootstrap_admin_email"
+    )]
+    pub bootstrap_admin_password: Option<String>,
+
+    /// Lifetime of access tokens issued by Login, e.g. `1h`, `30m`.
+    #[arg(long, env = "HUB_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+
+    /// In-process user cache for GetUser and authentication.
+    #[arg(long, env = "HUB_USER_CACHE", value_enum, default_value_t = UserCacheMode::Auto)]
+    pub user_cache: UserCacheMode,
+
+    /// Most users the cache holds.
+    #[arg(long, env = "HUB_USER_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub user_cache_capacity: usize,
+
+    /// Argon2id memory cost in KiB (OWASP: 19456). Lower only for tests.
+    #[arg(long, env = "HUB_PASSWORD_HASH_MEMORY_KIB", default_value_t = OWASP_MEMORY_KIB)]
+    pub password_hash_memory_kib: u32,
+
+    /// Argon2id iterations (OWASP: 2).
+    #[arg(long, env = "HUB_PASSWORD_HASH_ITERATIONS", default_value_t = OWASP_ITERATIONS)]
+    pub password_hash_iterations: u32,
+
+    /// Most pooled store connections.
+    #[arg(long, env = "HUB_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// How long a graceful shutdown waits for calls to finish before closing anyway.
+    #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format.
+    #[arg(long, env = "HUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `activity_hub=debug,info`; RUST_LOG overrides it.
+    #[arg(long, env = "HUB_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// A configuration value that cannot work; the message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag}: {reason}")]
+pub struct ConfigError {
+    /// The flag (and its variable).
+    pub flag: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ServeConfig {
+    /// A configuration from command-line style arguments (without the `serve` word);
+    /// used by tests and embedders to get exactly the defaults of the binary.
+    pub fn from_args<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString> + Clone>(
+        args: I,
+    ) -> Result<ServeConfig, clap::Error> {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("serve")).chain(args.into_iter().map(Into::into));
+        Ok(Only::try_parse_from(argv)?.config)
+    }
+
+    /// Fails fast on values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |flag, reason: &str| {
+            Err(ConfigError {
+                flag,
+                reason: reason.to_string(),
+            })
+        };
+        if let Some(s) = &self.auth_secret {
+            if s.len() < 32 {
+                return err("--auth-secret (HUB_AUTH_SECRET)", "must be at least 32 bytes");
+            }
+        }
+        if let Some(p) = &self.bootstrap_admin_password {
+            if p.chars().count() < 8 {
+                return err(
+                    "--bootstrap-admin-password (HUB_BOOTSTRAP_ADMIN_PASSWORD)",
+                    "must be at least 8 characters",
+                );
+            }
+        }
+        if let Some(e) = &self.bootstrap_admin_email {
+            if crate::users::model::validate_email(e).is_err() {
+                return err(
+                    "--bootstrap-admin-email (HUB_BOOTSTRAP_ADMIN_EMAIL)",
+                    "must look like local@domain",
+                );
+            }
+        }
+        if self.max_streams_per_connection == 0 {
+            return err(
+                "--max-streams-per-connection (HUB_MAX_STREAMS_PER_CONNECTION)",
+                "must be at least 1",
+            );
+        }
+        if self.heartbeat_interval < Duration::from_millis(10) {
+            return err(
+                "--heartbeat-interval (HUB_HEARTBEAT_INTERVAL)",
+                "must be at least 10ms",
+            );
+        }
+        if self.token_ttl < Duration::from_secs(10) {
+            return err("--token-ttl (HUB_TOKEN_TTL)", "must be at least 10s");
+        }
+        if self.db_max_connections == 0 {
+            return err(
+                "--db-max-connections (HUB_DB_MAX_CONNECTIONS)",
+                "must be at least 1",
+            );
+        }
+        if self.password_hash_memory_kib < 8 || self.password_hash_iterations == 0 {
+            return err(
+                "--password-hash-memory-kib / --password-hash-iterations",
+                "must be at least 8 KiB and 1 iteration",
+            );
+        }
+        if self.metrics_listen != "off" && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            return err(
+                "--metrics-listen (HUB_METRICS_LISTEN)",
+                "must be HOST:PORT or `off`",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = ServeConfig::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.database_url, "sqlite://activity-hub.db");
+        assert_eq!(c.metrics_listen, "127.0.0.1:9464");
+        assert_eq!(c.max_streams_per_connection, 1024);
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(15));
+        assert!(!c.open_signup);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let c = ServeConfig::from_args(["--auth-secret", "short"]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().starts_with("--auth-secret"));
+        assert!(
+            ServeConfig::from_args(["--bootstrap-admin-email", "a@b.co"]).is_err(),
+            "password required too"
+        );
+        let c = ServeConfig::from_args(["--open-signup"]).unwrap();
+        assert!(c.open_signup);
+    }
+}

@@ -1,0 +1,33 @@
+//! activity-hub: an actor-based real-time activity hub and the user accounts behind it.
+//!
+//! Modules, and how a call flows through them:
+//!
+//! - [`config`]: the typed configuration (clap, environment fallbacks).
+//! - [`server`]: builds the pieces below from a config and serves them on one port with
+//!   gRPC health and reflection; owns graceful shutdown.
+//! - [`users`]: `user.v1.UserService`. The service module translates the wire, asks
+//!   [`auth::policy`] whether the caller may, and calls [`users::Users`], which validates,
+//!   hashes and writes through the [`store`] while keeping a read cache coherent.
+//! - [`auth`]: bearer-token authentication ([`auth::Auth`]), the authorization table
+//!   ([`auth::policy`]), Argon2id passwords, JWT tokens and `auth.v1.AuthService/Login`.
+//! - [`store`]: the one interface to SQLite or PostgreSQL: pool, migrations, queries and
+//!   error classification.
+//! - [`lifecycle`]: how response streams end (UNAVAILABLE) when shutdown begins.
+//! - [`error`]: [`error::ApiError`] and the one place it becomes a `tonic::Status`.
+//! - [`proto`]: generated code; nothing outside the service edges speaks prost.
+//!
+//! A unary call: tonic decodes the request -> the service authenticates the bearer token
+//! (a cached verification and a cached user look-up) -> the policy decides -> the domain
+//! operation runs against the cache or the store -> the result is converted to protobuf,
+//! or the error is mapped to a status in [`error`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod lifecycle;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod users;

@@ -1,0 +1,270 @@
+//! Assembly and lifecycle: builds the store, auth and services from a [`ServeConfig`],
+//! serves them with health and reflection on one listener, and shuts down in order.
+//!
+//! Shutdown order: signal -> health NOT_SERVING -> open streams end with UNAVAILABLE and
+//! the transport stops accepting and drains -> the store is closed; bounded by
+//! `--shutdown-grace`.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::{
+    auth::{password::PasswordHasher, service::AuthApi, token::Tokens, Auth},
+    config::{ServeConfig, UserCacheMode},
+    proto::{
+        auth::v1::auth_service_server::AuthServiceServer, user::v1::user_service_server::UserServiceServer,
+    },
+    store::{Backend, Store, StoreError, StoreOptions},
+    users::{
+        cache::UserCache,
+        model::{Role, Roles},
+        service::{StreamStats, UserApi},
+        CreateUser, Users,
+    },
+};
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A configuration value is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The store could not be opened or migrated.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Bootstrapping the first admin failed.
+    #[error("bootstrap admin: {0}")]
+    Bootstrap(String),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection descriptors could not be loaded.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Everything a running server is made of; built before serving so tests can reach in.
+pub struct App {
+    /// The configuration it was built from.
+    pub config: ServeConfig,
+    /// The store.
+    pub store: Store,
+    /// The user directory.
+    pub users: Users,
+    /// The authenticator.
+    pub auth: Auth,
+    /// The user cache, when enabled.
+    pub user_cache: Option<Arc<UserCache>>,
+    user_api: UserApi,
+    /// Cancelled at shutdown: ends open streams with UNAVAILABLE.
+    pub streams_shutdown: CancellationToken,
+}
+
+impl App {
+    /// Opens and migrates the store, loads or creates the token secret, bootstraps the
+    /// first admin when asked.
+    pub async fn build(config: ServeConfig) -> Result<App, ServerError> {
+        config.validate()?;
+        let store = Store::connect(&StoreOptions {
+            url: config.database_url.clone(),
+            max_connections: config.db_max_connections,
+            acquire_timeout: Duration::from_secs(5),
+        })
+        .await?;
+        let secret = match &config.auth_secret {
+            Some(s) => s.clone(),
+            None => {
+                let fresh: [u8; 32] = rand::random();
+                let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+                store.setting_or_insert("auth_secret", &hex).await?
+            }
+        };
+        let cache_on = match config.user_cache {
+            UserCacheMode::On => true,
+            UserCacheMode::Off => false,
+            UserCacheMode::Auto => store.backend() == Backend::Sqlite,
+        };
+        let user_cache = cache_on.then(|| Arc::new(UserCache::new(config.user_cache_capacity)));
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let hasher = PasswordHasher::new(
+            config.password_hash_memory_kib,
+            config.password_hash_iterations,
+            cores,
+        )
+        .map_err(|e| crate::config::ConfigError {
+            flag: "--password-hash-memory-kib",
+            reason: e,
+        })?;
+        let users = Users::new(store.clone(), user_cache.clone(), hasher);
+        let tokens = Arc::new(Tokens::new(secret.as_bytes(), config.token_ttl));
+        let auth = Auth::new(tokens, users.clone());
+        let streams_shutdown = CancellationToken::new();
+        let user_api = UserApi::new(
+            users.clone(),
+            auth.clone(),
+            config.open_signup,
+            streams_shutdown.clone(),
+        );
+        let app = App {
+            config,
+            store,
+            users,
+            auth,
+            user_cache,
+            user_api,
+            streams_shutdown,
+        };
+        app.bootstrap_admin().await?;
+        Ok(app)
+    }
+
+    async fn bootstrap_admin(&self) -> Result<(), ServerError> {
+        let has_admin = self
+            .users
+            .has_admin()
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+        match (
+            &self.config.bootstrap_admin_email,
+            &self.config.bootstrap_admin_password,
+        ) {
+            (Some(email), Some(password)) if !has_admin => {
+                let admin = self
+                    .users
+                    .create(CreateUser {
+                        email: email.clone(),
+                        username: "admin".into(),
+                        password: password.clone(),
+                        first_name: String::new(),
+                        last_name: String::new(),
+                        roles: Roles::only(Role::Admin),
+                    })
+                    .await
+                    .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
+                tracing::info!(user_id = admin.id, email = %admin.email, "created the bootstrap admin (username `admin`)");
+            }
+            (_, _) if !has_admin => tracing::warn!(
+                "the store has no admin: restart with --bootstrap-admin-email and \
+                 --bootstrap-admin-password (or HUB_BOOTSTRAP_ADMIN_*) to create one"
+            ),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// StreamUsers counters.
+    pub fn stream_stats(&self) -> Arc<StreamStats> {
+        self.user_api.stats()
+    }
+}
+
+/// Builds the app from `config` and serves it on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let app = App::build(config).await?;
+    serve(app, listener, shutdown).await
+}
+
+/// Serves a built app until `shutdown` resolves, then shuts down gracefully.
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let names = ["", "user.v1.UserService", "auth.v1.AuthService"];
+    for name in names {
+        health.set_service_status(name, ServingStatus::Serving).await;
+    }
+    // The activity service is not served yet (the hub issue); say so rather than SERVING.
+    health
+        .set_service_status("activity.v1.ActivityService", ServingStatus::NotServing)
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let addr = listener.local_addr().ok();
+    let streams = app.streams_shutdown.clone();
+    let stopping = CancellationToken::new();
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: health NOT_SERVING, ending open streams, draining calls");
+            for name in names {
+                health.set_service_status(name, ServingStatus::NotServing).await;
+            }
+            streams.cancel();
+            stopping.cancel();
+        }
+    };
+    let router = Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(app.config.max_streams_per_connection))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(UserServiceServer::new(app.user_api.clone()))
+        .add_service(AuthServiceServer::new(AuthApi::new(
+            app.users.clone(),
+            app.auth.clone(),
+        )));
+    if let Some(addr) = addr {
+        tracing::info!(%addr, database = %redact(&app.config.database_url), "activity-hub listening");
+    }
+    let grace = app.config.shutdown_grace;
+    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let result = tokio::select! {
+        r = serving => r.map_err(ServerError::from),
+        _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "grace period over; closing remaining calls");
+            Ok(())
+        }
+    };
+    app.store.close().await;
+    tracing::info!("stopped");
+    result
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_are_not_logged() {
+        assert_eq!(
+            super::redact("postgres://hub:s3cret@db/hub"),
+            "postgres://hub:***@db/hub"
+        );
+        assert_eq!(
+            super::redact("sqlite://activity-hub.db"),
+            "sqlite://activity-hub.db"
+        );
+    }
+}

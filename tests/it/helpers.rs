@@ -1,0 +1,256 @@
+//! Test harness: a real server on 127.0.0.1:0 with a fresh store (SQLite in a temp dir,
+//! or a fresh schema of the PostgreSQL named by TEST_DATABASE_URL) and real tonic clients.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use activity_hub::{
+    config::ServeConfig,
+    proto::{
+        auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
+        user::v1::{user_service_client::UserServiceClient, CreateUserRequest, User, UserRole},
+    },
+    server::{self, App},
+    users::service::StreamStats,
+};
+use tokio::{sync::oneshot, task::JoinHandle};
+use tonic::{transport::Channel, Code, Request, Status};
+
+pub const ADMIN_EMAIL: &str = "admin@hub.test";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+pub const PASSWORD: &str = "password-123";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Whether the PostgreSQL variants can run.
+pub fn pg_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())
+}
+
+/// Declares `<test>::sqlite` and `<test>::postgres` for `async fn <test>(Backend)`.
+/// Without TEST_DATABASE_URL the PostgreSQL variant says it was skipped.
+#[macro_export]
+macro_rules! dual {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::helpers::pg_url().is_none() {
+                    eprintln!("skipped: TEST_DATABASE_URL is not set (PostgreSQL variant)");
+                    return;
+                }
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// A fresh, empty store; kept alive as long as the value lives.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+                TestDb { url, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let base = pg_url().expect("TEST_DATABASE_URL");
+                let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+                let pool = sqlx::PgPool::connect(&base)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot reach TEST_DATABASE_URL {base}: {e}"));
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&pool)
+                    .await
+                    .expect("create schema");
+                pool.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                TestDb {
+                    url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// Arguments every test server gets: cheap password hashing (the OWASP costs are
+/// checked by a unit test), no metrics listener, a bootstrap admin.
+pub fn base_args(db: &TestDb) -> Vec<String> {
+    [
+        "--database-url",
+        &db.url,
+        "--metrics-listen",
+        "off",
+        "--password-hash-memory-kib",
+        "64",
+        "--password-hash-iterations",
+        "1",
+        "--bootstrap-admin-email",
+        ADMIN_EMAIL,
+        "--bootstrap-admin-password",
+        ADMIN_PASSWORD,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub stream_stats: Arc<StreamStats>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), server::ServerError>>>,
+}
+
+impl TestServer {
+    pub async fn start(db: &TestDb, extra: &[&str]) -> TestServer {
+        let mut args = base_args(db);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = ServeConfig::from_args(args).expect("test config parses");
+        let app = App::build(config).await.expect("server builds");
+        let stream_stats = app.stream_stats();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(app, listener, async {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("client connects");
+        TestServer {
+            addr,
+            channel,
+            stream_stats,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+
+    pub fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel.clone())
+    }
+
+    /// Graceful shutdown; waits until the server has stopped.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("server stops within 30s")
+                .expect("server task")
+                .expect("server ends without error");
+        }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        self.auth()
+            .login(LoginRequest {
+                identifier: Some(Identifier::Email(email.into())),
+                password: password.into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("login {email}: {s:?}"))
+            .into_inner()
+            .access_token
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Creates a user with `roles` (as admin) and returns it with a token of its own.
+    pub async fn user_with_token(&self, name: &str, roles: &[UserRole]) -> (User, String) {
+        let admin = self.admin_token().await;
+        let email = format!("{name}@example.com");
+        let user = self
+            .users()
+            .create_user(authed(
+                CreateUserRequest {
+                    email: email.clone(),
+                    username: name.into(),
+                    password: PASSWORD.into(),
+                    roles: roles.iter().map(|r| *r as i32).collect(),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap_or_else(|s| panic!("create {name}: {s:?}"))
+            .into_inner();
+        let token = self.login(&email, PASSWORD).await;
+        (user, token)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// Asserts a call failed with `code` and, when given, a message containing `needle`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(res: Result<T, Status>, code: Code, needle: &str) {
+    match res {
+        Ok(v) => panic!("expected {code:?} containing {needle:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "wrong code; message was {:?}", s.message());
+            assert!(
+                s.message().contains(needle),
+                "message {:?} should contain {needle:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,7 @@
+//! The integration test binary: one crate, built once, with a module per area.
+//! PostgreSQL variants run when TEST_DATABASE_URL is set and say they were skipped otherwise.
+
+mod auth;
+mod helpers;
+mod server;
+mod users;

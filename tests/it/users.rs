@@ -1,0 +1,637 @@
+//! user.v1.UserService over a real server: every RPC, validation, uniqueness, paging,
+//! streaming and bulk creation.
+
+use std::{collections::HashMap, time::Duration};
+
+use activity_hub::proto::user::v1::{
+    get_user_request::Identifier, CreateUserRequest, GetUserRequest, ListUsersRequest, UpdateUserRequest,
+    UserRole, UserStatus,
+};
+use tonic::Code;
+
+use crate::{
+    dual,
+    helpers::{assert_status, authed, eventually, Backend, TestDb, TestServer, PASSWORD},
+};
+
+fn new_user(name: &str) -> CreateUserRequest {
+    CreateUserRequest {
+        email: format!("{name}@example.com"),
+        username: name.to_string(),
+        password: PASSWORD.into(),
+        first_name: format!("First{name}"),
+        last_name: "Tester".into(),
+        roles: vec![],
+    }
+}
+
+fn by_id(id: u64) -> GetUserRequest {
+    GetUserRequest {
+        identifier: Some(Identifier::UserId(id)),
+    }
+}
+
+async fn crud_round_trip(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = TestServer::start(&db, &[]).await;
+    let admin = s.admin_token().await;
+    let mut c = s.users();
+
+    let u = c
+        .create_user(authed(new_user("alice"), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(u.id > 0);
+    assert_eq!(u.status, UserStatus::Active as i32, "new users are active");
+    assert_eq!(u.roles, vec![UserRole::User as i32], "roles default to [USER]");
+    assert!(u.created_at.is_some() && u.last_login.is_none());
+
+    let got = c
+        .get_user(authed(by_id(u.id), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, u);
+    let by_email = GetUserRequest {
+        identifier: Some(Identifier::Email("ALICE@Example.COM".into())),
+    };
+    assert_eq!(
+        c.get_user(authed(by_email, &admin))
+            .await
+            .unwrap()
+            .into_inner()
+            .id,
+        u.id,
+        "email is case-insensitive"
+    );
+    let by_name = GetUserRequest {
+        identifier: Some(Identifier::Username("alice".into())),
+    };
+    assert_eq!(
+        c.get_user(authed(by_name, &admin)).await.unwrap().into_inner().id,
+        u.id
+    );
+
+    // Only present fields change; an empty preference value removes the key.
+    let upd = UpdateUserRequest {
+        user_id: u.id,
+        bio: Some("hello".into()),
+        preferences: HashMap::from([("theme".into(), "dark".into()), ("lang".into(), "en".into())]),
+        ..Default::default()
+    };
+    let u2 = c.update_user(authed(upd, &admin)).await.unwrap().into_inner();
+    assert_eq!((u2.bio.as_str(), u2.first_name.as_str()), ("hello", "Firstalice"));
+    assert_eq!(u2.preferences.len(), 2);
+    let upd = UpdateUserRequest {
+        user_id: u.id,
+        first_name: Some("Alicia".into()),
+        preferences: HashMap::from([("theme".into(), String::new()), ("tz".into(), "UTC".into())]),
+        ..Default::default()
+    };
+    let u3 = c.update_user(authed(upd, &admin)).await.unwrap().into_inner();
+    assert_eq!(u3.first_name, "Alicia");
+    assert_eq!(u3.bio, "hello", "absent fields are unchanged");
+    assert_eq!(
+        u3.preferences,
+        HashMap::from([
+            ("lang".to_string(), "en".to_string()),
+            ("tz".to_string(), "UTC".to_string())
+        ])
+    );
+    // The cache serves the updated user, not the first read.
+    assert_eq!(
+        c.get_user(authed(by_id(u.id), &admin))
+            .await
+            .unwrap()
+            .into_inner()
+            .first_name,
+        "Alicia"
+    );
+
+    c.delete_user(authed(by_id(u.id), &admin)).await.unwrap();
+    assert_status(c.get_user(authed(by_id(u.id), &admin)).await, Code::NotFound, "");
+    assert_status(
+        c.delete_user(authed(by_id(u.id), &admin)).await,
+        Code::NotFound,
+        "",
+    );
+    let upd = UpdateUserRequest {
+        user_id: u.id,
+        bio: Some("x".into()),
+        ..Default::default()
+    };
+    assert_status(c.update_user(authed(upd, &admin)).await, Code::NotFound, "");
+    s.stop().await;
+}
+
+async fn validation_errors_name_the_field(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = TestServer::start(&db, &[]).await;
+    let admin = s.admin_token().await;
+    let mut c = s.users();
+    let cases: Vec<(CreateUserRequest, &str)> = vec![
+        (
+            CreateUserRequest {
+                email: "not-an-email".into(),
+                ..new_user("bob")
+            },
+            "email",
+        ),
+        (
+            CreateUserRequest {
+                email: String::new(),
+                ..new_user("bob")
+            },
+            "email",
+        ),
+        (
+            CreateUserRequest {
+                username: "ab".into(),
+                ..new_user("bob")
+            },
+            "username",
+        ),
+        (
+            CreateUserRequest {
+                username: "bad name".into(),
+                ..new_user("bob")
+            },
+            "username",
+        ),
+        (
+            CreateUserRequest {
+                password: "short".into(),
+                ..new_user("bob")
+            },
+            "password",
+        ),
+        (
+            CreateUserRequest {
+                first_name: "x".repeat(101),
+                ..new_user("bob")
+            },
+            "first_name",
+        ),
+        (
+            CreateUserRequest {
+                roles: vec![99],
+                ..new_user("bob")
+            },
+            "roles",
+        ),
+    ];
+    for (req, field) in cases {
+        assert_status(
+            c.create_user(authed(req, &admin)).await,
+            Code::InvalidArgument,
+            field,
+        );
+    }
+    assert_status(
+        c.get_user(authed(GetUserRequest { identifier: None }, &admin))
+            .await,
+        Code::InvalidArgument,
+        "identifier",
+    );
+    let u = c
+        .create_user(authed(new_user("bob"), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    for (req, field) in [
+        (
+            UpdateUserRequest {
+                user_id: 0,
+                ..Default::default()
+            },
+            "user_id",
+        ),
+        (
+            UpdateUserRequest {
+                user_id: u.id,
+                status: Some(UserStatus::Deleted as i32),
+                ..Default::default()
+            },
+            "status",
+        ),
+        (
+            UpdateUserRequest {
+                user_id: u.id,
+                status: Some(42),
+                ..Default::default()
+            },
+            "status",
+        ),
+        (
+            UpdateUserRequest {
+                user_id: u.id,
+                avatar_url: Some("ftp://x".into()),
+                ..Default::default()
+            },
+            "avatar_url",
+        ),
+        (
+            UpdateUserRequest {
+                user_id: u.id,
+                username: Some("!".into()),
+                ..Default::default()
+            },
+            "username",
+        ),
+        (
+            UpdateUserRequest {
+                user_id: u.id,
+                bio: Some("b".repeat(1001)),
+                ..Default::default()
+            },
+            "bio",
+        ),
+    ] {
+        assert_status(
+            c.update_user(authed(req, &admin)).await,
+            Code::InvalidArgument,
+            field,
+        );
+    }
+    for (req, field) in [
+        (
+            ListUsersRequest {
+                limit: 1001,
+                ..Default::default()
+            },
+            "limit",
+        ),
+        (
+            ListUsersRequest {
+                page_token: "nope".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+        (
+            ListUsersRequest {
+                status: 17,
+                ..Default::default()
+            },
+            "status",
+        ),
+    ] {
+        assert_status(
+            c.list_users(authed(req, &admin)).await,
+            Code::InvalidArgument,
+            field,
+        );
+    }
+    s.stop().await;
+}
+
+async fn concurrent_creates_exactly_one_wins(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = TestServer::start(&db, &[]).await;
+    let admin = s.admin_token().await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let mut c = s.users();
+            let admin = admin.clone();
+            // Same email in different cases, different usernames.
+            let req = CreateUserRequest {
+                email: if i % 2 == 0 {
+                    "race@example.com".into()
+                } else {
+                    "RACE@example.com".into()
+                },
+                ..new_user(&format!("racer{i}"))
+            };
+            tokio::spawn(async move { c.create_user(authed(req, &admin)).await })
+        })
+        .collect();
+    let mut winners = vec![];
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(u) => winners.push(u.into_inner()),
+            Err(st) => {
+                assert_eq!(st.code(), Code::AlreadyExists, "{st:?}");
+                assert!(
+                    st.message().contains("email"),
+                    "names the field: {}",
+                    st.message()
+                );
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one concurrent create wins");
+    // Usernames are unique case-insensitively as well.
+    let dup = CreateUserRequest {
+        email: "other@example.com".into(),
+        ..new_user(&winners[0].username.to_uppercase())
+    };
+    assert_status(
+        s.users().create_user(authed(dup, &admin)).await,
+        Code::AlreadyExists,
+        "username",
+    );
+    s.stop().await;
+}
+
+async fn soft_delete_frees_email_and_username(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = TestServer::start(&db, &[]).await;
+    let admin = s.admin_token().await;
+    let mut c = s.users();
+    let first = c
+        .create_user(authed(new_user("carol"), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    c.delete_user(authed(by_id(first.id), &admin)).await.unwrap();
+    let list = c
+        .list_users(authed(ListUsersRequest::default(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        list.users.iter().all(|u| u.id != first.id),
+        "deleted users are not listed"
+    );
+    let again = c
+        .create_user(authed(new_user("carol"), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(again.id, first.id, "ids are never reused");
+    s.stop().await;
+}
+
+async fn paging_offset_keyset_search_and_status(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = TestServer::start(&db, &[]).await;
+    let admin = s.admin_token().await;
+    let mut c = s.users();
+    let mut ids = vec![];
+    for i in 0..25 {
+        ids.push(
+            c.create_user(authed(new_user(&format!("page{i:02}")), &admin))
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
+    }
+    // Offset paging (the admin is user 1 and is listed too: 26 users).
+    let p2 = c
+        .list_users(authed(
+            ListUsersRequest {
+                page: 2,
+                limit: 10,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((p2.total, p2.has_more, p2.users.len()), (26, true, 10));
+    let p3 = c
+        .list_users(authed(
+            ListUsersRequest {
+                page: 3,
+                limit: 10,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((p3.has_more, p3.users.len()), (false, 6));
+
+    // Keyset paging stays stable while users are inserted between pages.
+    let req = ListUsersRequest {
+        limit: 7,
+        search: "page".into(),
+        ..Default::default()
+    };
+    let mut seen = vec![];
+    let mut token = String::new();
+    let mut inserted = 0;
+    loop {
+        let page = c
+            .list_users(authed(
+                ListUsersRequest {
+                    page_token: token.clone(),
+                    ..req.clone()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.users.iter().map(|u| u.id));
+        // New users land after every page boundary; they must not shift or repeat rows.
+        c.create_user(authed(new_user(&format!("pagenew{inserted}")), &admin))
+            .await
+            .unwrap();
+        inserted += 1;
+        if !page.has_more {
+            break;
+        }
+        assert!(!page.next_page_token.is_empty());
+        token = page.next_page_token;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "ascending, no duplicates");
+    for id in &ids {
+        assert!(seen.contains(id), "user {id} was skipped by keyset paging");
+    }
+    // A token only works with the filter it was issued for.
+    let first = c
+        .list_users(authed(req.clone(), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    let other = ListUsersRequest {
+        page_token: first.next_page_token,
+        search: "other".into(),
+        ..req.clone()
+    };
+    assert_status(
+        c.list_users(authed(other, &admin)).await,
+        Code::InvalidArgument,
+        "page_token",
+    );
+
+    // Search matches email, username, first and last names, case-insensitively.
+    let hits = |search: &str| ListUsersRequest {
+        search: search.into(),
+        limit: 100,
+        ..Default::default()
+    };
+    let r = c
+        .list_users(authed(hits("PAGE07"), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.users.iter().map(|u| u.id).collect::<Vec<_>>(), vec![ids[7]]);
+    let r = c
+        .list_users(authed(hits("firstpage1"), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.total, 10, "first names firstpage10..19");
+    let r = c
+        .list_users(authed(hits("_"), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.total, 0, "LIKE wildcards in search are literal");
+
+    // Status filter.
+    let upd = UpdateUserRequest {
+        user_id: ids[3],
+        status: Some(UserStatus::Suspended as i32),
+        ..Default::default()
+    };
+    c.update_user(authed(upd, &admin)).await.unwrap();
+    let r = c
+        .list_users(authed(
+            ListUsersRequest {
+                status: UserStatus::Suspended as i32,
+                ..Default::default()
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.users.iter().map(|u| u.id).collect::<Vec<_>>(), vec![ids[3]]);
+    s.stop().await;
+}
+
+async fn stream_users_sends_the_selection_and_stops_on_cancel(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = TestServer::start(&db, &[]).await;
+    let admin = s.admin_token().await;
+    let bulk: Vec<CreateUserRequest> = (0..300).map(|i| new_user(&format!("str{i:03}"))).collect();
+    let r = s
+        .users()
+        .bulk_create_users(authed(tokio_stream::iter(bulk), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.created, 300);
+
+    // The same selection as ListUsers, one user per message.
+    let req = ListUsersRequest {
+        search: "str1".into(),
+        limit: 1000,
+        ..Default::default()
+    };
+    let mut stream = s
+        .users()
+        .stream_users(authed(req, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = vec![];
+    while let Some(u) = stream.message().await.unwrap() {
+        got.push(u.username);
+    }
+    assert_eq!(got, (100..200).map(|i| format!("str{i}")).collect::<Vec<_>>());
+
+    // A client with a tiny flow-control window reads one user and cancels: the server
+    // stops producing long before the 300 users it selected.
+    let slow = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let before = s.stream_stats.sent.load(std::sync::atomic::Ordering::SeqCst);
+    let mut client = activity_hub::proto::user::v1::user_service_client::UserServiceClient::new(slow);
+    let req = ListUsersRequest {
+        limit: 1000,
+        ..Default::default()
+    };
+    let mut stream = client
+        .stream_users(authed(req, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    drop(stream);
+    let stats = s.stream_stats.clone();
+    eventually(
+        Duration::from_secs(10),
+        "StreamUsers producer to stop after cancel",
+        || stats.active.load(std::sync::atomic::Ordering::SeqCst) == 0,
+    )
+    .await;
+    let sent = s.stream_stats.sent.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        sent < 150,
+        "producer kept going after cancel: sent {sent} of 301 users"
+    );
+    s.stop().await;
+}
+
+async fn bulk_create_reports_each_bad_entry(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = TestServer::start(&db, &[]).await;
+    let admin = s.admin_token().await;
+    let entries = vec![
+        new_user("dave"),
+        CreateUserRequest {
+            email: "broken".into(),
+            ..new_user("erin")
+        },
+        new_user("frank"),
+        CreateUserRequest {
+            username: "dave2".into(),
+            ..new_user("dave")
+        },
+        CreateUserRequest {
+            password: "x".into(),
+            ..new_user("gina")
+        },
+        new_user("hank"),
+    ];
+    let r = s
+        .users()
+        .bulk_create_users(authed(tokio_stream::iter(entries), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.created, r.failed), (3, 3));
+    assert_eq!(
+        r.users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(),
+        vec!["dave", "frank", "hank"]
+    );
+    let errs: Vec<(u32, i32)> = r.errors.iter().map(|e| (e.index, e.code)).collect();
+    assert_eq!(
+        errs,
+        vec![
+            (1, Code::InvalidArgument as i32),
+            (3, Code::AlreadyExists as i32),
+            (4, Code::InvalidArgument as i32)
+        ]
+    );
+    for (e, field) in r.errors.iter().zip(["email", "email", "password"]) {
+        assert!(e.error.contains(field), "error {:?} should name {field}", e.error);
+    }
+    assert_eq!(r.errors[0].email, "broken");
+    s.stop().await;
+}
+
+dual!(
+    crud_round_trip,
+    validation_errors_name_the_field,
+    concurrent_creates_exactly_one_wins,
+    soft_delete_frees_email_and_username,
+    paging_offset_keyset_search_and_status,
+    stream_users_sends_the_selection_and_stops_on_cancel,
+    bulk_create_reports_each_bad_entry,
+);
