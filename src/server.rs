@@ -8,9 +8,8 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -227,7 +226,10 @@ pub async fn serve(
         tracing::info!(%addr, database = %redact(&app.config.database_url), "activity-hub listening");
     }
     let grace = app.config.shutdown_grace;
-    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    // TcpIncoming (not a bare listener stream) so accepted sockets get TCP_NODELAY: without
+    // it Nagle's algorithm and delayed ACKs cost unary calls about 3x in throughput.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serving = router.serve_with_incoming_shutdown(incoming, signal);
     let result = tokio::select! {
         r = serving => r.map_err(ServerError::from),
         _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {

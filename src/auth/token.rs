@@ -115,25 +115,9 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::users::model::{Roles, Status};
 
     fn user(id: u64) -> User {
-        User {
-            id,
-            email: "a@b.co".into(),
-            username: "abc".into(),
-            first_name: String::new(),
-            last_name: String::new(),
-            created_at: 0,
-            updated_at: 0,
-            last_login: None,
-            status: Status::Active,
-            roles: Roles::default(),
-            avatar_url: String::new(),
-            bio: String::new(),
-            preferences: Default::default(),
-            version: 1,
-        }
+        crate::users::model::sample_user(id, 1)
     }
 
     #[test]

@@ -99,25 +99,9 @@ impl UserCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::users::model::{Roles, Status};
 
     fn user(id: u64, version: i64) -> Arc<User> {
-        Arc::new(User {
-            id,
-            email: format!("u{id}@x.io"),
-            username: format!("user{id}"),
-            first_name: String::new(),
-            last_name: String::new(),
-            created_at: 0,
-            updated_at: 0,
-            last_login: None,
-            status: Status::Active,
-            roles: Roles::default(),
-            avatar_url: String::new(),
-            bio: String::new(),
-            preferences: Default::default(),
-            version,
-        })
+        Arc::new(crate::users::model::sample_user(id, version))
     }
 
     #[test]

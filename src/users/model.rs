@@ -248,6 +248,27 @@ pub fn normalize_username(username: &str) -> String {
     username.to_ascii_lowercase()
 }
 
+/// A plain active user for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_user(id: u64, version: i64) -> User {
+    User {
+        id,
+        email: format!("u{id}@example.com"),
+        username: format!("user{id}"),
+        first_name: String::new(),
+        last_name: String::new(),
+        created_at: 0,
+        updated_at: 0,
+        last_login: None,
+        status: Status::Active,
+        roles: Roles::only(Role::User),
+        avatar_url: String::new(),
+        bio: String::new(),
+        preferences: BTreeMap::new(),
+        version,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,6 +153,18 @@ impl TestServer {
         AuthServiceClient::new(self.channel.clone())
     }
 
+    /// A connection whose HTTP/2 flow-control windows are 1 KiB, so the server can run
+    /// only a little ahead of what the test reads: a stand-in for a slow client.
+    pub async fn slow_reader_channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .initial_stream_window_size(Some(1024))
+            .initial_connection_window_size(Some(1024))
+            .connect()
+            .await
+            .expect("slow client connects")
+    }
+
     /// Graceful shutdown; waits until the server has stopped.
     pub async fn stop(mut self) {
         self.shutdown().await;

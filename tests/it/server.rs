@@ -78,13 +78,7 @@ async fn shutdown_ends_open_streams_with_unavailable() {
         .await
         .unwrap();
     // A slow reader keeps the stream open (tiny flow-control window).
-    let slow = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .initial_stream_window_size(Some(1024))
-        .initial_connection_window_size(Some(1024))
-        .connect()
-        .await
-        .unwrap();
+    let slow = s.slow_reader_channel().await;
     let mut client = activity_hub::proto::user::v1::user_service_client::UserServiceClient::new(slow);
     let mut stream = client
         .stream_users(authed(

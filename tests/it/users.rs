@@ -379,28 +379,19 @@ async fn paging_offset_keyset_search_and_status(b: Backend) {
         );
     }
     // Offset paging (the admin is user 1 and is listed too: 26 users).
+    let offset_page = |page| ListUsersRequest {
+        page,
+        limit: 10,
+        ..Default::default()
+    };
     let p2 = c
-        .list_users(authed(
-            ListUsersRequest {
-                page: 2,
-                limit: 10,
-                ..Default::default()
-            },
-            &admin,
-        ))
+        .list_users(authed(offset_page(2), &admin))
         .await
         .unwrap()
         .into_inner();
     assert_eq!((p2.total, p2.has_more, p2.users.len()), (26, true, 10));
     let p3 = c
-        .list_users(authed(
-            ListUsersRequest {
-                page: 3,
-                limit: 10,
-                ..Default::default()
-            },
-            &admin,
-        ))
+        .list_users(authed(offset_page(3), &admin))
         .await
         .unwrap()
         .into_inner();
@@ -543,13 +534,7 @@ async fn stream_users_sends_the_selection_and_stops_on_cancel(b: Backend) {
 
     // A client with a tiny flow-control window reads one user and cancels: the server
     // stops producing long before the 300 users it selected.
-    let slow = tonic::transport::Endpoint::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .initial_stream_window_size(Some(1024))
-        .initial_connection_window_size(Some(1024))
-        .connect()
-        .await
-        .unwrap();
+    let slow = s.slow_reader_channel().await;
     let before = s.stream_stats.sent.load(std::sync::atomic::Ordering::SeqCst);
     let mut client = activity_hub::proto::user::v1::user_service_client::UserServiceClient::new(slow);
     let req = ListUsersRequest {
