@@ -94,6 +94,20 @@ where
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// An access token for `username`.
+async fn login(channel: &Channel, username: &str, password: &str) -> String {
+    let req = LoginRequest {
+        identifier: Some(LoginId::Username(username.into())),
+        password: password.into(),
+    };
+    AuthServiceClient::new(channel.clone())
+        .login(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token
+}
+
 fn main() {
     let o = opts();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -125,12 +139,7 @@ fn main() {
         }))
         .await;
 
-        let admin = AuthServiceClient::new(channels[0].clone())
-            .login(LoginRequest { identifier: Some(LoginId::Username("admin".into())), password: "admin-password".into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .access_token;
+        let admin = login(&channels[0], "admin", "admin-password").await;
         let mut create = Request::new(CreateUserRequest {
             email: "reader@bench.test".into(),
             username: "reader".into(),
@@ -139,12 +148,7 @@ fn main() {
         });
         create.metadata_mut().insert("authorization", format!("Bearer {admin}").parse().unwrap());
         let user = UserServiceClient::new(channels[0].clone()).create_user(create).await.unwrap().into_inner();
-        let token = AuthServiceClient::new(channels[0].clone())
-            .login(LoginRequest { identifier: Some(LoginId::Username("reader".into())), password: "reader-password".into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .access_token;
+        let token = login(&channels[0], "reader", "reader-password").await;
         let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
 
         println!(
