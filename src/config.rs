@@ -124,6 +124,39 @@ pub struct ServeConfig {
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Unacked events in flight per subscription when the client's Start says 0.
+    #[arg(long, env = "HUB_DEFAULT_WINDOW", default_value_t = 256)]
+    pub default_window: u32,
+
+    /// Drop events older than this from the log, e.g. `7d`, `12h`; `0` keeps them forever.
+    #[arg(long, env = "HUB_RETENTION_MAX_AGE", default_value = "7d", value_parser = parse_duration_or_zero)]
+    pub retention_max_age: Duration,
+
+    /// Keep at most this many newest events per recipient; `0` = no count limit.
+    #[arg(long, env = "HUB_RETENTION_MAX_EVENTS", default_value_t = 100_000)]
+    pub retention_max_events: u64,
+
+    /// How often retention runs (in the background; publishes are not blocked).
+    #[arg(long, env = "HUB_RETENTION_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
+
+    /// How long a publisher's idempotency key deduplicates repeats of the same publish.
+    #[arg(long, env = "HUB_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub idempotency_window: Duration,
+
+    /// Most publishes committed in one transaction (group commit). A batch closes at this
+    /// size or when the previous commit finishes, whichever comes first.
+    #[arg(long, env = "HUB_PUBLISH_BATCH_MAX", default_value_t = 2048)]
+    pub publish_batch_max: usize,
+
+    /// Largest event payload accepted, in bytes (larger: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "HUB_MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub max_payload_bytes: usize,
+
+    /// Most recipients of one publish.
+    #[arg(long, env = "HUB_MAX_RECIPIENTS", default_value_t = 10_000)]
+    pub max_recipients: usize,
+
     /// Log format.
     #[arg(long, env = "HUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -131,6 +164,14 @@ pub struct ServeConfig {
     /// Log filter, e.g. `info` or `activity_hub=debug,info`; RUST_LOG overrides it.
     #[arg(long, env = "HUB_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// `0` (disabled) or a humantime duration.
+fn parse_duration_or_zero(s: &str) -> Result<Duration, humantime::DurationError> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s)
 }
 
 /// A configuration value that cannot work; the message names the flag.
@@ -213,6 +254,21 @@ impl ServeConfig {
                 "--password-hash-memory-kib / --password-hash-iterations",
                 "must be at least 8 KiB and 1 iteration",
             );
+        }
+        if self.default_window == 0 || self.default_window > 10_000 {
+            return err("--default-window (HUB_DEFAULT_WINDOW)", "must be 1..=10000");
+        }
+        if self.publish_batch_max == 0 {
+            return err("--publish-batch-max (HUB_PUBLISH_BATCH_MAX)", "must be at least 1");
+        }
+        if self.retention_interval < Duration::from_millis(10) {
+            return err(
+                "--retention-interval (HUB_RETENTION_INTERVAL)",
+                "must be at least 10ms",
+            );
+        }
+        if self.max_recipients == 0 {
+            return err("--max-recipients (HUB_MAX_RECIPIENTS)", "must be at least 1");
         }
         if self.metrics_listen != "off" && self.metrics_listen.parse::<SocketAddr>().is_err() {
             return err(

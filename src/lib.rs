@@ -10,6 +10,9 @@
 //!   hashes and writes through the [`store`] while keeping a read cache coherent.
 //! - [`auth`]: bearer-token authentication ([`auth::Auth`]), the authorization table
 //!   ([`auth::policy`]), Argon2id passwords, JWT tokens and `auth.v1.AuthService/Login`.
+//! - [`hub`]: the actors of the activity hub: persistence (group commit), registry
+//!   (routing), one subscription actor per stream, watchers for UserActivity.
+//! - [`activity`]: `activity.v1.ActivityService`, the wire edge of the hub.
 //! - [`store`]: the one interface to SQLite or PostgreSQL: pool, migrations, queries and
 //!   error classification.
 //! - [`lifecycle`]: how response streams end (UNAVAILABLE) when shutdown begins.
@@ -23,9 +26,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
+pub mod activity;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod hub;
 pub mod lifecycle;
 pub mod proto;
 pub mod server;

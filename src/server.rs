@@ -13,9 +13,12 @@ use tonic::transport::{server::TcpIncoming, Server};
 use tonic_health::ServingStatus;
 
 use crate::{
+    activity::{convert::PublishLimits, service::ActivityApi},
+    hub::{Hub, HubConfig},
     auth::{password::PasswordHasher, service::AuthApi, token::Tokens, Auth},
     config::{ServeConfig, UserCacheMode},
     proto::{
+        activity::v1::activity_service_server::ActivityServiceServer,
         auth::v1::auth_service_server::AuthServiceServer, user::v1::user_service_server::UserServiceServer,
     },
     store::{Backend, Store, StoreError, StoreOptions},
@@ -36,6 +39,9 @@ pub enum ServerError {
     /// The store could not be opened or migrated.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The hub's actors could not start.
+    #[error("hub: {0}")]
+    Hub(String),
     /// Bootstrapping the first admin failed.
     #[error("bootstrap admin: {0}")]
     Bootstrap(String),
@@ -60,6 +66,9 @@ pub struct App {
     /// The user cache, when enabled.
     pub user_cache: Option<Arc<UserCache>>,
     user_api: UserApi,
+    activity_api: ActivityApi,
+    /// The activity hub.
+    pub hub: Hub,
     /// Cancelled at shutdown: ends open streams with UNAVAILABLE.
     pub streams_shutdown: CancellationToken,
 }
@@ -103,6 +112,31 @@ impl App {
         let tokens = Arc::new(Tokens::new(secret.as_bytes(), config.token_ttl));
         let auth = Auth::new(tokens, users.clone());
         let streams_shutdown = CancellationToken::new();
+        let hub = Hub::start(
+            store.clone(),
+            HubConfig {
+                default_window: config.default_window,
+                heartbeat_interval: config.heartbeat_interval,
+                publish_batch_max: config.publish_batch_max,
+                retention_max_age: config.retention_max_age,
+                retention_max_events: config.retention_max_events,
+                retention_interval: config.retention_interval,
+                idempotency_window: config.idempotency_window,
+            },
+            streams_shutdown.clone(),
+        )
+        .await
+        .map_err(|e| ServerError::Hub(e.to_string()))?;
+        users.attach_hub(hub.clone());
+        let activity_api = ActivityApi::new(
+            hub.clone(),
+            auth.clone(),
+            users.clone(),
+            PublishLimits {
+                max_payload_bytes: config.max_payload_bytes,
+                max_recipients: config.max_recipients,
+            },
+        );
         let user_api = UserApi::new(
             users.clone(),
             auth.clone(),
@@ -116,6 +150,8 @@ impl App {
             auth,
             user_cache,
             user_api,
+            activity_api,
+            hub,
             streams_shutdown,
         };
         app.bootstrap_admin().await?;
@@ -179,14 +215,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    let names = ["", "user.v1.UserService", "auth.v1.AuthService"];
+    let names = [
+        "",
+        "user.v1.UserService",
+        "auth.v1.AuthService",
+        "activity.v1.ActivityService",
+    ];
     for name in names {
         health.set_service_status(name, ServingStatus::Serving).await;
     }
-    // The activity service is not served yet (the hub issue); say so rather than SERVING.
-    health
-        .set_service_status("activity.v1.ActivityService", ServingStatus::NotServing)
-        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -218,6 +255,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(UserServiceServer::new(app.user_api.clone()))
+        .add_service(ActivityServiceServer::new(app.activity_api.clone()))
         .add_service(AuthServiceServer::new(AuthApi::new(
             app.users.clone(),
             app.auth.clone(),
@@ -237,6 +275,8 @@ pub async fn serve(
             Ok(())
         }
     };
+    // Streams have ended; commit what is queued (acks included) before closing the store.
+    app.hub.shutdown(Duration::from_secs(2)).await;
     app.store.close().await;
     tracing::info!("stopped");
     result

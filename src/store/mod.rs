@@ -5,6 +5,7 @@
 //! by [`dispatch!`], so each query is compiled and type-checked for both backends with no
 //! runtime translation layer. It does not know about gRPC or authorization.
 
+pub mod events;
 mod users;
 
 use std::{str::FromStr, time::Duration};

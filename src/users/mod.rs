@@ -9,11 +9,13 @@ pub mod convert;
 pub mod model;
 pub mod service;
 
-use std::sync::Arc;
+use std::sync::{atomic::Ordering, Arc, OnceLock};
 
 use crate::{
     auth::password::PasswordHasher,
     error::ApiError,
+    hub::Hub,
+    proto::user::v1::{self as pb, user_activity_event::Kind},
     store::{ListFilter, NewUser, PageStart, Store, StoreError, UserChanges, UserKey},
 };
 use cache::UserCache;
@@ -42,12 +44,18 @@ pub struct Users {
     store: Store,
     cache: Option<Arc<UserCache>>,
     hasher: PasswordHasher,
+    hub: Arc<OnceLock<Hub>>,
 }
 
 impl Users {
     /// `cache` is `None` when this process is not the only writer of the store.
     pub fn new(store: Store, cache: Option<Arc<UserCache>>, hasher: PasswordHasher) -> Users {
-        Users { store, cache, hasher }
+        Users {
+            store,
+            cache,
+            hasher,
+            hub: Arc::default(),
+        }
     }
 
     /// The password hasher (shared with Login).
@@ -122,7 +130,7 @@ impl Users {
     /// Inserts a prepared user.
     pub async fn insert(&self, new: NewUser) -> Result<User, ApiError> {
         match self.store.create_user(&new).await {
-            Ok(u) => Ok(self.written(u)),
+            Ok(u) => Ok(self.written(u, Kind::Created)),
             Err(StoreError::UniqueViolation) => Err(self.name_conflict(&new.email).await),
             Err(e) => Err(e.into()),
         }
@@ -164,7 +172,7 @@ impl Users {
             let next = changes.apply(&current);
             model::validate_preferences(&next.preferences)?;
             match self.store.replace_user(&next, current.version).await {
-                Ok(Some(u)) => return Ok(self.written(u)),
+                Ok(Some(u)) => return Ok(self.written(u, Kind::Updated)),
                 Ok(None) => continue,
                 Err(StoreError::UniqueViolation) => {
                     return Err(ApiError::AlreadyExists(
@@ -182,7 +190,7 @@ impl Users {
     /// Soft-deletes the live user `id`; NOT_FOUND when there is none.
     pub async fn delete(&self, id: u64) -> Result<User, ApiError> {
         match self.store.soft_delete_user(id).await {
-            Ok(u) => Ok(self.written(u)),
+            Ok(u) => Ok(self.written(u, Kind::Deleted)),
             Err(StoreError::NotFound) => Err(ApiError::NotFound(format!("user {id} not found").into())),
             Err(e) => Err(e.into()),
         }
@@ -190,7 +198,7 @@ impl Users {
 
     /// Records a successful login.
     pub async fn record_login(&self, id: u64) -> Result<User, ApiError> {
-        Ok(self.written(self.store.record_login(id).await?))
+        Ok(self.written(self.store.record_login(id).await?, Kind::LoggedIn))
     }
 
     /// A page of users and the total matching `filter`.
@@ -220,9 +228,30 @@ impl Users {
         Ok(self.store.has_admin().await?)
     }
 
-    fn written(&self, user: User) -> User {
+    /// The hub, once attached.
+    pub fn hub(&self) -> Option<&Hub> {
+        self.hub.get()
+    }
+
+    /// Lets the hub's UserActivity watchers hear about every change from now on.
+    pub fn attach_hub(&self, hub: Hub) {
+        let _ = self.hub.set(hub);
+    }
+
+    fn written(&self, user: User, kind: Kind) -> User {
         if let Some(cache) = &self.cache {
             cache.store(Arc::new(user.clone()));
+        }
+        if let Some(hub) = self.hub.get() {
+            // Built only when someone may be watching (here or on another server).
+            if hub.stats().watchers.load(Ordering::Relaxed) > 0 || hub.store().is_shared() {
+                hub.user_changed(Arc::new(pb::UserActivityEvent {
+                    kind: kind as i32,
+                    user_id: user.id,
+                    user: Some(pb::User::from(&user)),
+                    occurred_at: Some(convert::timestamp(crate::store::now_micros())),
+                }));
+            }
         }
         user
     }

@@ -292,20 +292,22 @@ impl UserService for UserApi {
         Ok(Response::new(out))
     }
 
-    type UserActivityStream = ReceiverStream<Result<pb::UserActivityEvent, Status>>;
+    type UserActivityStream = ResponseStream<pb::UserActivityEvent>;
 
     async fn user_activity(
         &self,
         req: Request<Streaming<pb::UserActivityRequest>>,
     ) -> Result<Response<Self::UserActivityStream>, Status> {
         let caller = self.caller(&req).await?;
-        if caller.is_none() {
+        let Some(principal) = caller else {
             self.allow(&caller, Call::WatchUser { target: 0 })?;
-        }
-        // Not built yet: it runs on the activity hub's machinery (issue 3).
-        Err(Status::unimplemented(
-            "UserActivity arrives with the activity hub",
-        ))
+            return Err(Status::unauthenticated("missing credentials"));
+        };
+        let Some(hub) = self.users.hub() else {
+            return Err(ApiError::Unavailable("the activity hub is not running".into()).into());
+        };
+        let stream = hub.watch(principal, self.open_signup, req.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 }
 

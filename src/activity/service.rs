@@ -1,0 +1,272 @@
+//! The `activity.v1.ActivityService` handlers: authenticate, authorize, validate, then
+//! hand over to the hub's actors.
+
+use futures_util::{stream::FuturesOrdered, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{self, PublishLimits};
+use crate::{
+    auth::{
+        policy::{authorize, Call},
+        Auth, Principal,
+    },
+    error::ApiError,
+    hub::{subscription::SubMsg, Hub},
+    lifecycle::{end_on_shutdown, ResponseStream},
+    proto::activity::v1::{self as pb, activity_service_server::ActivityService, subscribe_request},
+    store::events::PublishOutcome,
+    users::Users,
+};
+
+/// Publishes one PublishStream may have in flight (queued for commit, not yet answered).
+const PIPELINE_DEPTH: usize = 4096;
+
+/// The ActivityService implementation.
+#[derive(Clone)]
+pub struct ActivityApi {
+    hub: Hub,
+    auth: Auth,
+    users: Users,
+    limits: PublishLimits,
+}
+
+impl ActivityApi {
+    /// Serves `hub` to callers authenticated by `auth`.
+    pub fn new(hub: Hub, auth: Auth, users: Users, limits: PublishLimits) -> ActivityApi {
+        ActivityApi {
+            hub,
+            auth,
+            users,
+            limits,
+        }
+    }
+
+    async fn principal<T>(&self, req: &Request<T>, call: impl FnOnce(u64) -> Call) -> Result<Principal, ApiError> {
+        let caller = self.auth.authenticate(req.metadata()).await?;
+        let id = caller.map_or(0, |p| p.user_id);
+        authorize(caller.as_ref(), call(id), false)?;
+        caller.ok_or_else(|| ApiError::Unauthenticated("missing credentials".into()))
+    }
+
+    /// The recipient a read names (0 = the caller), after authorization; it must exist.
+    async fn recipient(&self, caller: Option<Principal>, user_id: u64) -> Result<u64, ApiError> {
+        let recipient = if user_id == 0 {
+            caller.map_or(0, |p| p.user_id)
+        } else {
+            user_id
+        };
+        authorize(caller.as_ref(), Call::ReadEvents { recipient }, false)?;
+        if self.users.get(recipient).await?.is_none() {
+            return Err(ApiError::NotFound(format!("user {recipient} not found").into()));
+        }
+        Ok(recipient)
+    }
+}
+
+fn respond(outcome: PublishOutcome) -> Result<pb::PublishResponse, ApiError> {
+    let deliveries = |d: Vec<(u64, u64)>| {
+        d.into_iter()
+            .map(|(user_id, seq)| pb::Delivery { user_id, seq })
+            .collect()
+    };
+    match outcome {
+        PublishOutcome::Committed { body, deliveries: d } => Ok(pb::PublishResponse {
+            event_id: body.event_id.clone(),
+            deliveries: deliveries(d),
+            duplicate: false,
+        }),
+        PublishOutcome::Duplicate {
+            event_id,
+            deliveries: d,
+        } => Ok(pb::PublishResponse {
+            event_id,
+            deliveries: deliveries(d),
+            duplicate: true,
+        }),
+        PublishOutcome::MissingRecipient(id) => Err(ApiError::NotFound(
+            format!("recipient_ids: user {id} not found").into(),
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl ActivityService for ActivityApi {
+    async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        let caller = self.principal(&req, |_| Call::Publish).await?;
+        let event = convert::new_event(req.into_inner(), caller.user_id, self.limits)?;
+        let outcome = self.hub.publish(event).await?;
+        Ok(Response::new(respond(outcome)?))
+    }
+
+    type PublishStreamStream = ResponseStream<pb::PublishResponse>;
+
+    async fn publish_stream(
+        &self,
+        req: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let caller = self.principal(&req, |_| Call::Publish).await?;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(1024);
+        let hub = self.hub.clone();
+        let limits = self.limits;
+        tokio::spawn(async move {
+            let mut in_flight = FuturesOrdered::new();
+            let mut reading = true;
+            let mut index: u64 = 0;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = tx.closed() => return,
+                    Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                        let answer: Result<pb::PublishResponse, ApiError> = done;
+                        let failed = answer.is_err();
+                        if tx.send(answer.map_err(Status::from)).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                    msg = inbound.next(), if reading && in_flight.len() < PIPELINE_DEPTH => match msg {
+                        Some(Ok(r)) => {
+                            let i = index;
+                            index += 1;
+                            match convert::new_event(r, caller.user_id, limits) {
+                                Ok(ev) => {
+                                    let rx = hub.enqueue(ev);
+                                    let answer: Answer = Box::pin(async move {
+                                        match rx.await {
+                                            Ok(r) => r.and_then(respond),
+                                            Err(_) => Err(ApiError::Unavailable("the hub is shutting down".into())),
+                                        }
+                                    });
+                                    in_flight.push_back(answer);
+                                }
+                                Err(e) => {
+                                    // Answer what came before, then end with this error.
+                                    reading = false;
+                                    let e = with_index(e, i);
+                                    let answer: Answer = Box::pin(async move { Err(e) });
+                                    in_flight.push_back(answer);
+                                }
+                            }
+                        }
+                        Some(Err(_)) => return,
+                        None => reading = false,
+                    },
+                    else => return,
+                }
+            }
+        });
+        let token = self.hub_shutdown();
+        Ok(Response::new(end_on_shutdown(ReceiverStream::new(rx), token)))
+    }
+
+    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        req: Request<Streaming<pb::SubscribeRequest>>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.auth.authenticate(req.metadata()).await?;
+        let Some(principal) = caller else {
+            authorize(None, Call::ReadEvents { recipient: 0 }, false)?;
+            return Err(Status::unauthenticated("missing credentials"));
+        };
+        let mut inbound = req.into_inner();
+        let start = match inbound.next().await {
+            Some(Ok(pb::SubscribeRequest {
+                msg: Some(subscribe_request::Msg::Start(s)),
+            })) => s,
+            Some(Ok(_)) => {
+                return Err(ApiError::invalid("start", "the first message of a stream must be a Start").into())
+            }
+            Some(Err(s)) => return Err(s),
+            None => return Err(ApiError::invalid("start", "the stream ended before its Start").into()),
+        };
+        let params = convert::start(start, principal.user_id, self.hub.config().default_window)?;
+        let recipient = self.recipient(caller, params.user_id).await?;
+        debug_assert_eq!(recipient, params.user_id);
+        let (actor, stream) = self.hub.subscribe(params).await?;
+        tokio::spawn(async move {
+            while let Some(msg) = inbound.next().await {
+                let m = match msg {
+                    Ok(pb::SubscribeRequest {
+                        msg: Some(subscribe_request::Msg::Ack(a)),
+                    }) => SubMsg::Ack(a.seq),
+                    Ok(pb::SubscribeRequest {
+                        msg: Some(subscribe_request::Msg::Start(_)),
+                    }) => SubMsg::Fail(
+                        ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it").into(),
+                    ),
+                    Ok(pb::SubscribeRequest { msg: None }) => {
+                        SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into())
+                    }
+                    // Reset or disconnected.
+                    Err(_) => SubMsg::ClientGone,
+                };
+                if actor.cast(m).is_err() {
+                    return;
+                }
+            }
+            // A half-close is normal (e.g. ACK_MODE_NONE): the actor keeps sending and
+            // notices the client leaving when its outbox closes.
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let caller = self.auth.authenticate(req.metadata()).await?;
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n if n > 1000 => return Err(ApiError::invalid("limit", format!("{n} is above the maximum 1000")).into()),
+            n => n,
+        };
+        let types = convert::types("types", &r.types)?;
+        let recipient = self.recipient(caller, r.user_id).await?;
+        let (events, head_seq, has_more) = self.hub.list_events(recipient, r.after_seq, &types, limit).await?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.iter().map(convert::event).collect(),
+            head_seq,
+            has_more,
+        }))
+    }
+
+    async fn get_cursor(&self, req: Request<pb::GetCursorRequest>) -> Result<Response<pb::Cursor>, Status> {
+        let caller = self.auth.authenticate(req.metadata()).await?;
+        let r = req.into_inner();
+        convert::validate_consumer_id("consumer_id", &r.consumer_id)?;
+        let recipient = self.recipient(caller, r.user_id).await?;
+        let (acked_seq, head_seq) = self.hub.cursor(recipient, &r.consumer_id).await?;
+        Ok(Response::new(pb::Cursor {
+            user_id: recipient,
+            consumer_id: r.consumer_id,
+            acked_seq,
+            head_seq,
+        }))
+    }
+}
+
+impl ActivityApi {
+    fn hub_shutdown(&self) -> tokio_util::sync::CancellationToken {
+        self.hub.shutdown_token().clone()
+    }
+}
+
+/// A publish's answer, resolved once its batch commits.
+type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Result<pb::PublishResponse, ApiError>> + Send>>;
+
+/// Prefixes the position of the offending request in a PublishStream.
+fn with_index(e: ApiError, i: u64) -> ApiError {
+    match e {
+        ApiError::InvalidArgument { field, reason } => ApiError::InvalidArgument {
+            field: format!("request {i}: {field}").into(),
+            reason,
+        },
+        ApiError::ResourceExhausted(m) => ApiError::ResourceExhausted(format!("request {i}: {m}").into()),
+        other => other,
+    }
+}

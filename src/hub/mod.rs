@@ -1,0 +1,305 @@
+//! The activity hub: the actors behind `activity.v1` and `UserService.UserActivity`.
+//!
+//! - [`persistence`]: one actor owns every write to the log. Publishes and acks queue in
+//!   its mailbox; a batch closes when the previous commit finishes (or at
+//!   `--publish-batch-max`) and commits in one transaction (group commit). Publishers are
+//!   answered only after that commit; the committed events then go to the registry.
+//!   Retention runs beside it in the background.
+//! - [`registry`]: one actor knows which subscription actors exist for which recipient
+//!   and routes each committed batch to them, sharing event bodies (`Arc`, `Bytes`), never
+//!   waiting on a subscriber. It supervises the subscription and watcher actors, so a
+//!   stream that ends or fails is forgotten at once.
+//! - [`subscription`]: one actor per Subscribe stream. It replays history from the store
+//!   in pages, then takes live events without gap or duplicate at the seam, keeps at most
+//!   `window` unacked events in flight and falls back to reading the store when the client
+//!   is behind, so its memory is O(window) however far behind the client is.
+//! - [`watch`]: one actor per UserActivity stream (user lifecycle notifications).
+//! - [`notify`]: on PostgreSQL, servers sharing the database tell each other about
+//!   commits, consumer takeovers and user changes with LISTEN/NOTIFY.
+
+pub mod notify;
+pub mod persistence;
+pub mod registry;
+pub mod subscription;
+pub mod watch;
+
+use std::{
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    error::ApiError,
+    proto::user::v1 as userpb,
+    store::{
+        events::{NewEvent, PublishOutcome, Pruned, StoredEvent},
+        now_micros, Store,
+    },
+};
+use persistence::{PersistMsg, Persistence};
+use registry::{Registry, RegistryMsg};
+pub use subscription::{AckMode, StartFrom, SubInfo, SubscribeParams};
+
+/// Hub settings, taken from the server configuration.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Window when a Start says 0.
+    pub default_window: u32,
+    /// Heartbeat interval of idle streams.
+    pub heartbeat_interval: Duration,
+    /// Most publishes per commit.
+    pub publish_batch_max: usize,
+    /// Age limit of events; zero = none.
+    pub retention_max_age: Duration,
+    /// Per-recipient count limit; zero = none.
+    pub retention_max_events: u64,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// Idempotency dedupe window.
+    pub idempotency_window: Duration,
+}
+
+/// Live counters, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Open subscription actors (counted by the registry, so failed actors leave too).
+    pub subscriptions: AtomicI64,
+    /// Open UserActivity watcher actors.
+    pub watchers: AtomicI64,
+    /// Events committed.
+    pub published: AtomicU64,
+    /// Events written to subscription streams.
+    pub delivered: AtomicU64,
+    /// Commits (batches).
+    pub batches: AtomicU64,
+}
+
+struct Inner {
+    store: Store,
+    config: HubConfig,
+    stats: Arc<HubStats>,
+    persistence: ActorRef<PersistMsg>,
+    registry: ActorRef<RegistryMsg>,
+    origin: String,
+    shutdown: CancellationToken,
+}
+
+/// Handle to the running hub; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// A user lifecycle change, as UserActivity watchers receive it.
+pub type UserChange = Arc<userpb::UserActivityEvent>;
+
+impl Hub {
+    /// Starts the registry and persistence actors (and, on PostgreSQL, the listener for
+    /// other servers' notifications). `shutdown` ends every open stream with UNAVAILABLE.
+    pub async fn start(store: Store, config: HubConfig, shutdown: CancellationToken) -> Result<Hub, ApiError> {
+        let stats = Arc::new(HubStats::default());
+        let origin = uuid::Uuid::now_v7().simple().to_string();
+        let (registry, _) = Actor::spawn(None, Registry, stats.clone())
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let (persistence, _) = Actor::spawn(
+            None,
+            Persistence,
+            persistence::Args {
+                store: store.clone(),
+                registry: registry.clone(),
+                config: config.clone(),
+                stats: stats.clone(),
+                origin: origin.clone(),
+            },
+        )
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                stats,
+                persistence,
+                registry,
+                origin,
+                shutdown,
+            }),
+        };
+        if hub.inner.store.is_shared() {
+            notify::spawn_listener(hub.clone()).await?;
+        }
+        Ok(hub)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &HubStats {
+        &self.inner.stats
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn registry(&self) -> &ActorRef<RegistryMsg> {
+        &self.inner.registry
+    }
+
+    pub(crate) fn persistence(&self) -> &ActorRef<PersistMsg> {
+        &self.inner.persistence
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Queues a publish for the next commit; the receiver resolves once it is committed
+    /// (or failed). Queueing several before awaiting pipelines them, answered in order.
+    pub fn enqueue(&self, event: NewEvent) -> oneshot::Receiver<Result<PublishOutcome, ApiError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(e) = self.inner.persistence.cast(PersistMsg::Publish(Arc::new(event), tx)) {
+            if let ractor::MessagingErr::SendErr(PersistMsg::Publish(_, tx)) = e {
+                let _ = tx.send(Err(ApiError::Unavailable("the hub is shutting down".into())));
+            }
+        }
+        rx
+    }
+
+    /// Publishes and returns once committed.
+    pub async fn publish(&self, event: NewEvent) -> Result<PublishOutcome, ApiError> {
+        self.enqueue(event)
+            .await
+            .unwrap_or_else(|_| Err(ApiError::Unavailable("the hub is shutting down".into())))
+    }
+
+    /// Opens a subscription: spawns its actor (which registers, resolves the start
+    /// position and sends `Subscribed` first) and returns the response stream.
+    pub async fn subscribe(
+        &self,
+        params: SubscribeParams,
+    ) -> Result<(ActorRef<subscription::SubMsg>, crate::lifecycle::ResponseStream<SubscribeResponse>), ApiError>
+    {
+        subscription::open(self.clone(), params).await
+    }
+
+    /// Reads a page of history.
+    pub async fn list_events(
+        &self,
+        user_id: u64,
+        after: u64,
+        types: &[String],
+        limit: u32,
+    ) -> Result<(Vec<StoredEvent>, u64, bool), ApiError> {
+        let head = self.inner.store.head_seq(user_id).await?;
+        let mut events = self
+            .inner
+            .store
+            .events_page(user_id, after, head, types, limit + 1)
+            .await?;
+        let has_more = events.len() > limit as usize;
+        events.truncate(limit as usize);
+        Ok((events, head, has_more))
+    }
+
+    /// The stored cursor of a consumer and the recipient's head.
+    pub async fn cursor(&self, user_id: u64, consumer_id: &str) -> Result<(u64, u64), ApiError> {
+        let acked = self.inner.store.cursor(user_id, consumer_id).await?;
+        let head = self.inner.store.head_seq(user_id).await?;
+        Ok((acked, head))
+    }
+
+    /// Waits until everything queued so far (publishes and acks) is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.persistence.cast(PersistMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Runs one retention pass now, as if the clock read `now_micros`.
+    pub async fn prune_at(&self, now_micros: i64) -> Result<Pruned, ApiError> {
+        Ok(self.inner.store.prune(persistence::retention_policy(&self.inner.config, now_micros)).await?)
+    }
+
+
+    /// What each open subscription of `user_id` holds right now (introspection).
+    pub async fn inspect(&self, user_id: u64) -> Vec<SubInfo> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .registry
+            .cast(RegistryMsg::Subscribers { user_id, reply: tx })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let subs = rx.await.unwrap_or_default();
+        let mut out = Vec::with_capacity(subs.len());
+        for s in subs {
+            let (tx, rx) = oneshot::channel();
+            if s.cast(subscription::SubMsg::Inspect(tx)).is_ok() {
+                if let Ok(info) = rx.await {
+                    out.push(info);
+                }
+            }
+        }
+        out
+    }
+
+    /// Tells watchers about a user change (local ones now, other servers via the store).
+    pub fn user_changed(&self, change: UserChange) {
+        if self.inner.store.is_shared() {
+            notify::announce_user_change(self.clone(), &change);
+        }
+        let _ = self.inner.registry.cast(RegistryMsg::UserChanged(change));
+    }
+
+    /// Opens a UserActivity stream.
+    pub async fn watch(
+        &self,
+        caller: crate::auth::Principal,
+        open_signup: bool,
+        inbound: tonic::Streaming<userpb::UserActivityRequest>,
+    ) -> Result<crate::lifecycle::ResponseStream<userpb::UserActivityEvent>, ApiError> {
+        watch::open(self.clone(), caller, open_signup, inbound).await
+    }
+
+    /// Shutdown: waits (up to `grace`) for the stream actors to end, commits what is
+    /// queued (acks included) and stops the actors.
+    pub async fn shutdown(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.stats.subscriptions.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.flush().await;
+        self.inner.persistence.stop(None);
+        self.inner.registry.stop(None);
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        now_micros()
+    }
+}
+
+use crate::proto::activity::v1::SubscribeResponse;
+
+/// The bounded channel a stream actor writes to and the response stream reads from.
+pub(crate) type Outbox<T> = mpsc::Sender<Result<T, tonic::Status>>;

@@ -1,0 +1,170 @@
+//! The watcher actor: one per `UserService.UserActivity` stream.
+//!
+//! The client adds and removes watched users on the open stream; the registry routes
+//! user lifecycle changes (created, updated, deleted, logged in) to the watchers of that
+//! user and of `0` (everyone). These notifications are live only (not in the log). A
+//! watcher that cannot keep up (256 unread notifications) is ended with
+//! RESOURCE_EXHAUSTED rather than silently skipping changes.
+
+use futures_util::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+use super::{registry::RegistryMsg, subscription::response_stream, Hub, Outbox, UserChange};
+use crate::{
+    auth::{
+        policy::{authorize, Call},
+        Principal,
+    },
+    error::ApiError,
+    lifecycle::ResponseStream,
+    proto::user::v1::{self as pb, user_activity_request::Action},
+};
+
+/// Unread notifications a watcher may have queued before it is ended.
+const OUTBOX: usize = 256;
+
+/// Messages of a watcher.
+pub enum WatchMsg {
+    /// A watched user changed.
+    Change(UserChange),
+    /// A client request: SUBSCRIBE/UNSUBSCRIBE.
+    Request(pb::UserActivityRequest),
+    /// The client went away.
+    ClientGone,
+}
+
+/// The actor.
+pub struct Watcher;
+
+/// Start-up arguments and state.
+pub struct State {
+    hub: Hub,
+    caller: Principal,
+    open_signup: bool,
+    out: Outbox<pb::UserActivityEvent>,
+    terminal: Option<oneshot::Sender<Status>>,
+}
+
+impl Actor for Watcher {
+    type Msg = WatchMsg;
+    type State = State;
+    type Arguments = State;
+
+    async fn pre_start(&self, myself: ActorRef<WatchMsg>, state: State) -> Result<State, ActorProcessingErr> {
+        state
+            .hub
+            .registry()
+            .cast(RegistryMsg::WatcherStarted(myself.get_id()))?;
+        Ok(state)
+    }
+
+    async fn handle(&self, myself: ActorRef<WatchMsg>, msg: WatchMsg, s: &mut State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WatchMsg::Change(change) => match s.out.try_send(Ok((*change).clone())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => s.fail(
+                    &myself,
+                    Status::resource_exhausted(format!(
+                        "this UserActivity stream fell more than {OUTBOX} notifications behind; reopen it"
+                    )),
+                ),
+                Err(mpsc::error::TrySendError::Closed(_)) => myself.stop(None),
+            },
+            WatchMsg::Request(req) => {
+                if let Err(e) = s.request(&myself, req) {
+                    s.fail(&myself, e.into());
+                }
+            }
+            WatchMsg::ClientGone => myself.stop(None),
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn request(&mut self, myself: &ActorRef<WatchMsg>, req: pb::UserActivityRequest) -> Result<(), ApiError> {
+        let action = Action::try_from(req.action).unwrap_or(Action::Unspecified);
+        let target = req.user_id;
+        match action {
+            Action::SubscribeUserUpdates => {
+                authorize(Some(&self.caller), Call::WatchUser { target }, self.open_signup)?;
+                let _ = self.hub.registry().cast(RegistryMsg::Watch {
+                    target,
+                    watcher: myself.clone(),
+                });
+            }
+            Action::UnsubscribeUserUpdates => {
+                let _ = self.hub.registry().cast(RegistryMsg::Unwatch {
+                    target,
+                    watcher: myself.get_id(),
+                });
+            }
+            Action::Unspecified => {
+                return Err(ApiError::invalid(
+                    "action",
+                    "must be SUBSCRIBE_USER_UPDATES or UNSUBSCRIBE_USER_UPDATES",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, myself: &ActorRef<WatchMsg>, status: Status) {
+        if let Some(t) = self.terminal.take() {
+            let _ = t.send(status);
+        }
+        myself.stop(None);
+    }
+}
+
+/// Spawns a watcher for an authenticated caller and feeds it the client's requests.
+pub(crate) async fn open(
+    hub: Hub,
+    caller: Principal,
+    open_signup: bool,
+    mut inbound: tonic::Streaming<pb::UserActivityRequest>,
+) -> Result<ResponseStream<pb::UserActivityEvent>, ApiError> {
+    let (out, rx) = mpsc::channel(OUTBOX);
+    let (term_tx, term_rx) = oneshot::channel();
+    let token = hub.shutdown_token().clone();
+    let registry = hub.registry().get_cell();
+    let closed = out.clone();
+    let (actor, _) = Actor::spawn_linked(
+        None,
+        Watcher,
+        State {
+            hub,
+            caller,
+            open_signup,
+            out,
+            terminal: Some(term_tx),
+        },
+        registry,
+    )
+    .await
+    .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = closed.closed() => break,
+                msg = inbound.next() => match msg {
+                    Some(Ok(req)) => {
+                        if actor.cast(WatchMsg::Request(req)).is_err() {
+                            return;
+                        }
+                    }
+                    // Half-close: keep sending notifications until the client leaves.
+                    None => {
+                        closed.closed().await;
+                        break;
+                    }
+                    Some(Err(_)) => break,
+                },
+            }
+        }
+        let _ = actor.cast(WatchMsg::ClientGone);
+    });
+    Ok(response_stream(rx, term_rx, token))
+}

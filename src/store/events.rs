@@ -1,0 +1,608 @@
+//! The activity log: batched publish commits, history pages, cursors and retention.
+//!
+//! [`Store::commit_batch`] is the only writer of `events`, `inbox`, `heads` and `cursors`
+//! and is called by the persistence actor alone, one batch at a time per server. All the
+//! multi-row statements are built with `QueryBuilder`, which emits each engine's own
+//! placeholders, in chunks below both engines' bind-parameter limits.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use sqlx::QueryBuilder;
+
+use super::{dispatch, Db, Store, StoreError, StoreResult};
+
+/// Rows per multi-row INSERT: 7 columns x 1000 stays under SQLite's 32766 binds.
+const CHUNK: usize = 1000;
+
+/// A validated publish, ready to commit.
+#[derive(Debug)]
+pub struct NewEvent {
+    /// Distinct recipients, ascending.
+    pub recipients: Vec<u64>,
+    /// The event type.
+    pub event_type: String,
+    /// Opaque payload.
+    pub payload: Bytes,
+    /// MIME type of the payload.
+    pub content_type: String,
+    /// String attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// The publishing user.
+    pub publisher_id: u64,
+    /// Deduplication key; empty = none.
+    pub idempotency_key: String,
+}
+
+/// An event as stored once and shared (never copied) by every delivery of it.
+#[derive(Debug)]
+pub struct EventBody {
+    /// UUIDv7 text.
+    pub event_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// Opaque payload (reference-counted).
+    pub payload: Bytes,
+    /// MIME type.
+    pub content_type: String,
+    /// Attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Commit time, microseconds since the epoch.
+    pub published_at: i64,
+    /// The publisher.
+    pub publisher_id: u64,
+}
+
+/// One recipient's copy of an event: its seq and the shared body.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    /// The recipient.
+    pub user_id: u64,
+    /// Its seq in the recipient's stream.
+    pub seq: u64,
+    /// The shared body.
+    pub body: Arc<EventBody>,
+}
+
+/// The result of one publish within a batch.
+#[derive(Debug)]
+pub enum PublishOutcome {
+    /// Stored now; `deliveries` lists (recipient, seq) ascending by recipient.
+    Committed {
+        /// The stored body.
+        body: Arc<EventBody>,
+        /// (recipient, seq) pairs.
+        deliveries: Vec<(u64, u64)>,
+    },
+    /// The idempotency key matched an earlier publish.
+    Duplicate {
+        /// The first event's id.
+        event_id: String,
+        /// The first event's deliveries.
+        deliveries: Vec<(u64, u64)>,
+    },
+    /// A recipient does not exist (the first missing one, in request order).
+    MissingRecipient(u64),
+}
+
+/// A cumulative ack to persist.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AckRecord {
+    /// The recipient.
+    pub user_id: u64,
+    /// The durable consumer.
+    pub consumer_id: String,
+    /// Everything up to this seq is done.
+    pub acked_seq: u64,
+}
+
+/// What one retention pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Inbox rows (deliveries) removed.
+    pub deliveries: u64,
+    /// Event bodies removed.
+    pub events: u64,
+}
+
+/// Retention limits; `None` = unlimited.
+#[derive(Clone, Copy, Debug)]
+pub struct RetentionPolicy {
+    /// Events committed before this time (micros) are pruned.
+    pub cutoff_micros: Option<i64>,
+    /// Keep at most this many newest events per recipient.
+    pub max_per_recipient: Option<u64>,
+    /// Idempotency keys older than this (micros) are forgotten.
+    pub idempotency_cutoff_micros: i64,
+}
+
+type EventRow = (i64, String, String, Vec<u8>, String, String, i64, i64);
+
+fn decode_row(user_id: u64, row: EventRow) -> StoreResult<StoredEvent> {
+    let (seq, event_id, event_type, payload, content_type, attributes, published_at, publisher_id) = row;
+    let attributes = serde_json::from_str(&attributes)
+        .map_err(|e| StoreError::Corrupt(format!("event {event_id} attributes: {e}")))?;
+    Ok(StoredEvent {
+        user_id,
+        seq: seq as u64,
+        body: Arc::new(EventBody {
+            event_id,
+            event_type,
+            payload: Bytes::from(payload),
+            content_type,
+            attributes,
+            published_at,
+            publisher_id: publisher_id as u64,
+        }),
+    })
+}
+
+/// A UUIDv7 whose time part is `micros` (ms precision) and the rest random.
+fn event_id_at(micros: i64) -> String {
+    let micros = micros.max(0) as u64;
+    let ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        micros / 1_000_000,
+        ((micros % 1_000_000) * 1000) as u32,
+    );
+    uuid::Uuid::new_v7(ts).hyphenated().to_string()
+}
+
+/// The smallest UUIDv7 text of the millisecond containing `micros`: every event id below
+/// it was committed before that millisecond.
+fn event_id_floor(micros: i64) -> String {
+    let ms = (micros.max(0) as u64) / 1000;
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    uuid::Uuid::from_bytes(b).hyphenated().to_string()
+}
+
+impl Store {
+    /// Commits a batch of publishes and acks in one transaction and returns one outcome
+    /// per publish, in order. Recipients' seqs are assigned here, gap-free and in commit
+    /// order; publishes whose recipients do not all exist are skipped (their outcome
+    /// says which one is missing) without failing the others.
+    pub async fn commit_batch(
+        &self,
+        items: &[Arc<NewEvent>],
+        acks: &[AckRecord],
+        now: i64,
+        idempotency_cutoff: i64,
+        origin: &str,
+    ) -> StoreResult<Vec<PublishOutcome>> {
+        let shared = self.is_shared();
+        dispatch!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            let mut outcomes: Vec<Option<PublishOutcome>> = (0..items.len()).map(|_| None).collect();
+
+            // 1. Idempotency: keys seen earlier (within the window) or earlier in this batch.
+            let mut batch_keys: HashMap<(u64, &str), usize> = HashMap::new();
+            let mut dup_of: Vec<Option<usize>> = vec![None; items.len()];
+            for (i, it) in items.iter().enumerate() {
+                if it.idempotency_key.is_empty() {
+                    continue;
+                }
+                if let Some(&first) = batch_keys.get(&(it.publisher_id, it.idempotency_key.as_str())) {
+                    dup_of[i] = Some(first);
+                    continue;
+                }
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "SELECT event_id, deliveries FROM idempotency \
+                     WHERE publisher_id = $1 AND key = $2 AND created_at >= $3",
+                )
+                .bind(it.publisher_id as i64)
+                .bind(&it.idempotency_key)
+                .bind(idempotency_cutoff)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    Some((event_id, deliveries)) => {
+                        outcomes[i] = Some(duplicate(event_id, &deliveries)?);
+                    }
+                    None => {
+                        batch_keys.insert((it.publisher_id, it.idempotency_key.as_str()), i);
+                    }
+                }
+            }
+
+            // 2. Every recipient must be a live user.
+            let wanted: Vec<i64> = {
+                let mut set = HashSet::new();
+                for (i, it) in items.iter().enumerate() {
+                    if outcomes[i].is_none() && dup_of[i].is_none() {
+                        set.extend(it.recipients.iter().map(|&r| r as i64));
+                    }
+                }
+                let mut v: Vec<i64> = set.into_iter().collect();
+                v.sort_unstable();
+                v
+            };
+            let mut live: HashSet<u64> = HashSet::with_capacity(wanted.len());
+            for chunk in wanted.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("SELECT id FROM users WHERE status <> 4 AND id IN (");
+                let mut sep = q.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                let rows: Vec<(i64,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                live.extend(rows.into_iter().map(|(id,)| id as u64));
+            }
+            for (i, it) in items.iter().enumerate() {
+                if outcomes[i].is_some() || dup_of[i].is_some() {
+                    continue;
+                }
+                if let Some(&missing) = it.recipients.iter().find(|r| !live.contains(r)) {
+                    outcomes[i] = Some(PublishOutcome::MissingRecipient(missing));
+                    if !it.idempotency_key.is_empty() {
+                        batch_keys.remove(&(it.publisher_id, it.idempotency_key.as_str()));
+                    }
+                }
+            }
+
+            // 3. Claim new idempotency keys. Losing a race with another server on the same
+            //    PostgreSQL makes this publish a duplicate of the winner's.
+            for (i, it) in items.iter().enumerate() {
+                if it.idempotency_key.is_empty() || outcomes[i].is_some() || dup_of[i].is_some() {
+                    continue;
+                }
+                let claimed: Option<(String,)> = sqlx::query_as(
+                    "INSERT INTO idempotency (publisher_id, key, event_id, deliveries, created_at) \
+                     VALUES ($1, $2, '', '[]', $3) \
+                     ON CONFLICT (publisher_id, key) DO UPDATE SET event_id = '', deliveries = '[]', \
+                     created_at = excluded.created_at WHERE idempotency.created_at < $4 \
+                     RETURNING key",
+                )
+                .bind(it.publisher_id as i64)
+                .bind(&it.idempotency_key)
+                .bind(now)
+                .bind(idempotency_cutoff)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if claimed.is_none() {
+                    let (event_id, deliveries): (String, String) = sqlx::query_as(
+                        "SELECT event_id, deliveries FROM idempotency WHERE publisher_id = $1 AND key = $2",
+                    )
+                    .bind(it.publisher_id as i64)
+                    .bind(&it.idempotency_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    outcomes[i] = Some(duplicate(event_id, &deliveries)?);
+                }
+            }
+
+            // 4. Assign seqs: bump each recipient's head once for the whole batch, in
+            //    ascending recipient order (a fixed lock order across servers).
+            let mut counts: BTreeMap<u64, i64> = BTreeMap::new();
+            for (i, it) in items.iter().enumerate() {
+                if outcomes[i].is_none() && dup_of[i].is_none() {
+                    for r in &it.recipients {
+                        *counts.entry(*r).or_default() += 1;
+                    }
+                }
+            }
+            let counts: Vec<(u64, i64)> = counts.into_iter().collect();
+            let mut next: HashMap<u64, u64> = HashMap::with_capacity(counts.len());
+            for chunk in counts.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO heads (user_id, head_seq) ");
+                q.push_values(chunk, |mut b, (u, n)| {
+                    b.push_bind(*u as i64).push_bind(*n);
+                });
+                q.push(
+                    " ON CONFLICT (user_id) DO UPDATE SET head_seq = heads.head_seq + excluded.head_seq \
+                     RETURNING user_id, head_seq",
+                );
+                let rows: Vec<(i64, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                let by_user: HashMap<u64, i64> = chunk.iter().map(|(u, n)| (*u, *n)).collect();
+                for (u, head) in rows {
+                    let n = by_user.get(&(u as u64)).copied().unwrap_or(0);
+                    next.insert(u as u64, (head - n + 1) as u64);
+                }
+            }
+
+            // 5. Event bodies and deliveries.
+            let mut bodies: Vec<(usize, Arc<EventBody>, Vec<(u64, u64)>)> = Vec::new();
+            for (i, it) in items.iter().enumerate() {
+                if outcomes[i].is_some() || dup_of[i].is_some() {
+                    continue;
+                }
+                let deliveries: Vec<(u64, u64)> = it
+                    .recipients
+                    .iter()
+                    .map(|r| {
+                        let s = next.get_mut(r).expect("head bumped for every recipient");
+                        let seq = *s;
+                        *s += 1;
+                        (*r, seq)
+                    })
+                    .collect();
+                let body = Arc::new(EventBody {
+                    event_id: event_id_at(now),
+                    event_type: it.event_type.clone(),
+                    payload: it.payload.clone(),
+                    content_type: it.content_type.clone(),
+                    attributes: it.attributes.clone(),
+                    published_at: now,
+                    publisher_id: it.publisher_id,
+                });
+                bodies.push((i, body, deliveries));
+            }
+            for chunk in bodies.chunks(CHUNK) {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO events (event_id, type, payload, content_type, attributes, published_at, publisher_id) ",
+                );
+                q.push_values(chunk, |mut b, (_, body, _)| {
+                    b.push_bind(body.event_id.as_str())
+                        .push_bind(body.event_type.as_str())
+                        .push_bind(body.payload.as_ref())
+                        .push_bind(body.content_type.as_str())
+                        .push_bind(serde_json::to_string(&body.attributes).unwrap_or_else(|_| "{}".into()))
+                        .push_bind(body.published_at)
+                        .push_bind(body.publisher_id as i64);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            let rows: Vec<(u64, u64, &EventBody)> = bodies
+                .iter()
+                .flat_map(|(_, body, d)| d.iter().map(move |(u, s)| (*u, *s, body.as_ref())))
+                .collect();
+            for chunk in rows.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO inbox (user_id, seq, event_id, type, published_at) ");
+                q.push_values(chunk, |mut b, (u, s, body)| {
+                    b.push_bind(*u as i64)
+                        .push_bind(*s as i64)
+                        .push_bind(body.event_id.as_str())
+                        .push_bind(body.event_type.as_str())
+                        .push_bind(body.published_at);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            for (i, body, deliveries) in &bodies {
+                let it = &items[*i];
+                if it.idempotency_key.is_empty() {
+                    continue;
+                }
+                sqlx::query("UPDATE idempotency SET event_id = $1, deliveries = $2 WHERE publisher_id = $3 AND key = $4")
+                    .bind(body.event_id.as_str())
+                    .bind(serde_json::to_string(deliveries).unwrap_or_default())
+                    .bind(it.publisher_id as i64)
+                    .bind(&it.idempotency_key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+
+            // 6. Acks: forward only.
+            for chunk in acks.chunks(CHUNK) {
+                let mut q = QueryBuilder::new("INSERT INTO cursors (user_id, consumer_id, acked_seq, updated_at) ");
+                q.push_values(chunk, |mut b, a| {
+                    b.push_bind(a.user_id as i64)
+                        .push_bind(a.consumer_id.as_str())
+                        .push_bind(a.acked_seq as i64)
+                        .push_bind(now);
+                });
+                q.push(
+                    " ON CONFLICT (user_id, consumer_id) DO UPDATE SET acked_seq = excluded.acked_seq, \
+                     updated_at = excluded.updated_at WHERE cursors.acked_seq < excluded.acked_seq",
+                );
+                q.build().execute(&mut *tx).await?;
+            }
+
+            // 7. Other servers on the same PostgreSQL learn the new heads at commit.
+            if shared && !next.is_empty() {
+                for payload in heads_notifications(origin, &next) {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(NOTIFY_CHANNEL)
+                        .bind(payload)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+
+            tx.commit().await?;
+
+            for (i, body, deliveries) in bodies {
+                outcomes[i] = Some(PublishOutcome::Committed { body, deliveries });
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for i in 0..items.len() {
+                let o = match (outcomes[i].take(), dup_of[i]) {
+                    (Some(o), _) => o,
+                    (None, Some(first)) => match &out.get(first) {
+                        Some(PublishOutcome::Committed { body, deliveries }) => PublishOutcome::Duplicate {
+                            event_id: body.event_id.clone(),
+                            deliveries: deliveries.clone(),
+                        },
+                        Some(PublishOutcome::Duplicate { event_id, deliveries }) => PublishOutcome::Duplicate {
+                            event_id: event_id.clone(),
+                            deliveries: deliveries.clone(),
+                        },
+                        Some(PublishOutcome::MissingRecipient(r)) => PublishOutcome::MissingRecipient(*r),
+                        None => return Err(StoreError::Corrupt("duplicate before its original".into())),
+                    },
+                    (None, None) => return Err(StoreError::Corrupt("publish without outcome".into())),
+                };
+                out.push(o);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The recipient's newest seq (0 when nothing was ever published to them).
+    pub async fn head_seq(&self, user_id: u64) -> StoreResult<u64> {
+        let sql = "SELECT head_seq FROM heads WHERE user_id = $1";
+        let row: Option<(i64,)> =
+            dispatch!(&self.db, p => sqlx::query_as(sql).bind(user_id as i64).fetch_optional(p).await)?;
+        Ok(row.map_or(0, |(h,)| h as u64))
+    }
+
+    /// The recipient's oldest retained seq, if any event is retained.
+    pub async fn earliest_seq(&self, user_id: u64) -> StoreResult<Option<u64>> {
+        let sql = "SELECT MIN(seq) FROM inbox WHERE user_id = $1";
+        let row: (Option<i64>,) =
+            dispatch!(&self.db, p => sqlx::query_as(sql).bind(user_id as i64).fetch_one(p).await)?;
+        Ok(row.0.map(|s| s as u64))
+    }
+
+    /// Up to `limit` retained events of `user_id` with `after < seq <= upto`, of the given
+    /// types (all when empty), in seq order.
+    pub async fn events_page(
+        &self,
+        user_id: u64,
+        after: u64,
+        upto: u64,
+        types: &[String],
+        limit: u32,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let build = |q: &mut String| {
+            q.push_str(
+                "SELECT i.seq, e.event_id, e.type, e.payload, e.content_type, e.attributes, e.published_at, \
+                 e.publisher_id FROM inbox i JOIN events e ON e.event_id = i.event_id \
+                 WHERE i.user_id = ",
+            );
+        };
+        let mut head = String::new();
+        build(&mut head);
+        let rows: Vec<EventRow> = dispatch!(&self.db, p => {
+            let mut q = QueryBuilder::new(head.as_str());
+            q.push_bind(user_id as i64);
+            q.push(" AND i.seq > ").push_bind(after.min(i64::MAX as u64) as i64);
+            q.push(" AND i.seq <= ").push_bind(upto.min(i64::MAX as u64) as i64);
+            if !types.is_empty() {
+                q.push(" AND i.type IN (");
+                let mut sep = q.separated(", ");
+                for t in types {
+                    sep.push_bind(t.as_str());
+                }
+                q.push(")");
+            }
+            q.push(" ORDER BY i.seq LIMIT ").push_bind(i64::from(limit));
+            q.build_query_as().fetch_all(p).await
+        })?;
+        rows.into_iter().map(|r| decode_row(user_id, r)).collect()
+    }
+
+    /// The stored position of a durable consumer (0 = never acked).
+    pub async fn cursor(&self, user_id: u64, consumer_id: &str) -> StoreResult<u64> {
+        let sql = "SELECT acked_seq FROM cursors WHERE user_id = $1 AND consumer_id = $2";
+        let row: Option<(i64,)> = dispatch!(&self.db, p => sqlx::query_as(sql)
+            .bind(user_id as i64).bind(consumer_id).fetch_optional(p).await)?;
+        Ok(row.map_or(0, |(s,)| s as u64))
+    }
+
+    /// One retention pass, in short transactions of at most [`CHUNK`] rows so publishes
+    /// interleave with it.
+    pub async fn prune(&self, policy: RetentionPolicy) -> StoreResult<Pruned> {
+        let mut pruned = Pruned::default();
+        if let Some(max) = policy.max_per_recipient {
+            let sql = "SELECT user_id, head_seq FROM heads WHERE head_seq > $1";
+            let over: Vec<(i64, i64)> =
+                dispatch!(&self.db, p => sqlx::query_as(sql).bind(max as i64).fetch_all(p).await)?;
+            for (user, head) in over {
+                let sql = "DELETE FROM inbox WHERE user_id = $1 AND seq <= $2";
+                let n = dispatch!(&self.db, p => sqlx::query(sql).bind(user).bind(head - max as i64)
+                    .execute(p).await.map(|r| r.rows_affected()))?;
+                pruned.deliveries += n;
+            }
+        }
+        if let Some(cutoff) = policy.cutoff_micros {
+            loop {
+                let sql = "DELETE FROM inbox WHERE (user_id, seq) IN \
+                           (SELECT user_id, seq FROM inbox WHERE published_at < $1 LIMIT 1000)";
+                let n = dispatch!(&self.db, p => sqlx::query(sql).bind(cutoff)
+                    .execute(p).await.map(|r| r.rows_affected()))?;
+                pruned.deliveries += n;
+                if n < 1000 {
+                    break;
+                }
+            }
+            let floor = event_id_floor(cutoff);
+            loop {
+                let sql = "DELETE FROM events WHERE event_id IN \
+                           (SELECT event_id FROM events WHERE event_id < $1 LIMIT 1000)";
+                let n = dispatch!(&self.db, p => sqlx::query(sql).bind(floor.as_str())
+                    .execute(p).await.map(|r| r.rows_affected()))?;
+                pruned.events += n;
+                if n < 1000 {
+                    break;
+                }
+            }
+        }
+        let sql = "DELETE FROM idempotency WHERE created_at < $1";
+        dispatch!(&self.db, p => sqlx::query(sql).bind(policy.idempotency_cutoff_micros)
+            .execute(p).await.map(|_| ()))?;
+        Ok(pruned)
+    }
+
+    /// A LISTEN connection (PostgreSQL only; `None` on SQLite, where one server owns the store).
+    pub(crate) async fn listener(&self) -> StoreResult<Option<sqlx::postgres::PgListener>> {
+        match &self.db {
+            Db::Postgres(p) => Ok(Some(sqlx::postgres::PgListener::connect_with(p).await?)),
+            Db::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// NOTIFY the other servers (PostgreSQL only).
+    pub(crate) async fn notify(&self, payload: &str) -> StoreResult<()> {
+        if let Db::Postgres(p) = &self.db {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(payload)
+                .execute(p)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// True when this store is PostgreSQL (several servers may share it).
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+}
+
+/// The LISTEN/NOTIFY channel servers sharing a PostgreSQL database talk on.
+pub const NOTIFY_CHANNEL: &str = "activity_hub";
+
+/// `h|<origin>|user:head,...` messages under PostgreSQL's 8000-byte payload limit.
+/// `next` maps each recipient to its next free seq, so its head is `next - 1`.
+fn heads_notifications(origin: &str, next: &HashMap<u64, u64>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = format!("h|{origin}|");
+    let base = cur.len();
+    for (u, n) in next {
+        let item = format!("{u}:{}", n - 1);
+        if cur.len() + item.len() + 1 > 7000 {
+            out.push(std::mem::replace(&mut cur, format!("h|{origin}|")));
+        }
+        if cur.len() > base {
+            cur.push(',');
+        }
+        cur.push_str(&item);
+    }
+    if cur.len() > base {
+        out.push(cur);
+    }
+    out
+}
+
+fn duplicate(event_id: String, deliveries: &str) -> StoreResult<PublishOutcome> {
+    let deliveries: Vec<(u64, u64)> = serde_json::from_str(deliveries)
+        .map_err(|e| StoreError::Corrupt(format!("idempotency deliveries of {event_id}: {e}")))?;
+    Ok(PublishOutcome::Duplicate { event_id, deliveries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_order_by_commit_time() {
+        let t = 1_700_000_000_123_456;
+        let id = event_id_at(t);
+        assert!(event_id_floor(t) <= id, "floor of its own ms is not above it");
+        assert!(id < event_id_floor(t + 1000), "an id is below the next ms floor");
+        assert!(event_id_at(t - 5000) < event_id_floor(t));
+    }
+}
