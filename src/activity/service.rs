@@ -115,7 +115,7 @@ impl ActivityService for ActivityApi {
             let mut in_flight = FuturesOrdered::new();
             let mut reading = true;
             let mut index: u64 = 0;
-            loop {
+            while reading || !in_flight.is_empty() {
                 tokio::select! {
                     biased;
                     _ = tx.closed() => return,
@@ -153,7 +153,6 @@ impl ActivityService for ActivityApi {
                         Some(Err(_)) => return,
                         None => reading = false,
                     },
-                    else => return,
                 }
             }
         });
@@ -186,32 +185,42 @@ impl ActivityService for ActivityApi {
         let params = convert::start(start, principal.user_id, self.hub.config().default_window)?;
         let recipient = self.recipient(caller, params.user_id).await?;
         debug_assert_eq!(recipient, params.user_id);
-        let (actor, stream) = self.hub.subscribe(params).await?;
+        let opened = self.hub.subscribe(params).await?;
+        let (actor, closed) = (opened.actor, opened.closed);
         tokio::spawn(async move {
-            while let Some(msg) = inbound.next().await {
+            loop {
+                let msg = tokio::select! {
+                    _ = closed.closed() => break,
+                    m = inbound.next() => m,
+                };
                 let m = match msg {
-                    Ok(pb::SubscribeRequest {
+                    Some(Ok(pb::SubscribeRequest {
                         msg: Some(subscribe_request::Msg::Ack(a)),
-                    }) => SubMsg::Ack(a.seq),
-                    Ok(pb::SubscribeRequest {
+                    })) => SubMsg::Ack(a.seq),
+                    Some(Ok(pb::SubscribeRequest {
                         msg: Some(subscribe_request::Msg::Start(_)),
-                    }) => SubMsg::Fail(
+                    })) => SubMsg::Fail(
                         ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it").into(),
                     ),
-                    Ok(pb::SubscribeRequest { msg: None }) => {
+                    Some(Ok(pb::SubscribeRequest { msg: None })) => {
                         SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into())
                     }
                     // Reset or disconnected.
-                    Err(_) => SubMsg::ClientGone,
+                    Some(Err(_)) => break,
+                    // A half-close is normal (e.g. ACK_MODE_NONE): keep streaming until the
+                    // client goes away.
+                    None => {
+                        closed.closed().await;
+                        break;
+                    }
                 };
                 if actor.cast(m).is_err() {
                     return;
                 }
             }
-            // A half-close is normal (e.g. ACK_MODE_NONE): the actor keeps sending and
-            // notices the client leaving when its outbox closes.
+            let _ = actor.cast(SubMsg::ClientGone);
         });
-        Ok(Response::new(stream))
+        Ok(Response::new(opened.stream))
     }
 
     async fn list_events(

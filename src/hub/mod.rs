@@ -190,11 +190,7 @@ impl Hub {
 
     /// Opens a subscription: spawns its actor (which registers, resolves the start
     /// position and sends `Subscribed` first) and returns the response stream.
-    pub async fn subscribe(
-        &self,
-        params: SubscribeParams,
-    ) -> Result<(ActorRef<subscription::SubMsg>, crate::lifecycle::ResponseStream<SubscribeResponse>), ApiError>
-    {
+    pub async fn subscribe(&self, params: SubscribeParams) -> Result<subscription::Opened, ApiError> {
         subscription::open(self.clone(), params).await
     }
 
@@ -298,8 +294,6 @@ impl Hub {
         now_micros()
     }
 }
-
-use crate::proto::activity::v1::SubscribeResponse;
 
 /// The bounded channel a stream actor writes to and the response stream reads from.
 pub(crate) type Outbox<T> = mpsc::Sender<Result<T, tonic::Status>>;

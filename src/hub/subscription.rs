@@ -491,7 +491,7 @@ impl State {
 pub(crate) async fn open(
     hub: Hub,
     params: SubscribeParams,
-) -> Result<(ActorRef<SubMsg>, ResponseStream<pb::SubscribeResponse>), ApiError> {
+) -> Result<Opened, ApiError> {
     // Explicit: the window bounds what is in flight, so the outbox never fills with
     // events (room for Subscribed and heartbeats on top). None: transport pacing.
     let capacity = match params.ack_mode {
@@ -505,6 +505,7 @@ pub(crate) async fn open(
         return Err(ApiError::Unavailable("the server is shutting down".into()));
     }
     let registry = hub.registry().get_cell();
+    let closed = out.clone();
     let (actor, _) = Actor::spawn_linked(
         None,
         Subscription,
@@ -524,7 +525,21 @@ pub(crate) async fn open(
         },
         other => ApiError::Internal(Box::new(other)),
     })?;
-    Ok((actor, response_stream(rx, term_rx, token)))
+    Ok(Opened {
+        actor,
+        stream: response_stream(rx, term_rx, token),
+        closed,
+    })
+}
+
+/// An opened subscription.
+pub struct Opened {
+    /// Its actor (the handler forwards the client's acks to it).
+    pub actor: ActorRef<SubMsg>,
+    /// The response stream.
+    pub stream: ResponseStream<pb::SubscribeResponse>,
+    /// A handle on the outbox whose `closed()` resolves when the client is gone.
+    pub closed: Outbox<pb::SubscribeResponse>,
 }
 
 /// The outbox as a response stream that always ends with a status: the actor's terminal

@@ -249,7 +249,9 @@ impl Store {
                 if it.idempotency_key.is_empty() || outcomes[i].is_some() || dup_of[i].is_some() {
                     continue;
                 }
-                let claimed: Option<(String,)> = sqlx::query_as(
+                // fetch_all, not fetch_optional: a RETURNING statement must run to
+                // completion (sqlx's SQLite driver would otherwise leave it mid-step).
+                let claimed: Vec<(String,)> = sqlx::query_as(
                     "INSERT INTO idempotency (publisher_id, key, event_id, deliveries, created_at) \
                      VALUES ($1, $2, '', '[]', $3) \
                      ON CONFLICT (publisher_id, key) DO UPDATE SET event_id = '', deliveries = '[]', \
@@ -260,9 +262,9 @@ impl Store {
                 .bind(&it.idempotency_key)
                 .bind(now)
                 .bind(idempotency_cutoff)
-                .fetch_optional(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
-                if claimed.is_none() {
+                if claimed.is_empty() {
                     let (event_id, deliveries): (String, String) = sqlx::query_as(
                         "SELECT event_id, deliveries FROM idempotency WHERE publisher_id = $1 AND key = $2",
                     )

@@ -120,17 +120,26 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub channel: Channel,
     pub stream_stats: Arc<StreamStats>,
+    pub hub: activity_hub::hub::Hub,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServerError>>>,
 }
 
 impl TestServer {
     pub async fn start(db: &TestDb, extra: &[&str]) -> TestServer {
+        // RUST_LOG=... shows the server's logs when debugging a test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let mut args = base_args(db);
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = ServeConfig::from_args(args).expect("test config parses");
         let app = App::build(config).await.expect("server builds");
         let stream_stats = app.stream_stats();
+        let hub = app.hub.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -147,6 +156,7 @@ impl TestServer {
             addr,
             channel,
             stream_stats,
+            hub,
             stop: Some(tx),
             task: Some(task),
         }
@@ -272,4 +282,24 @@ pub async fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() ->
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Creates `n` plain users `<prefix>0..` with BulkCreateUsers and returns their ids.
+pub async fn bulk_users(s: &TestServer, admin: &str, prefix: &str, n: usize) -> Vec<u64> {
+    let reqs: Vec<CreateUserRequest> = (0..n)
+        .map(|i| CreateUserRequest {
+            email: format!("{prefix}{i}@example.com"),
+            username: format!("{prefix}{i}"),
+            password: PASSWORD.into(),
+            ..Default::default()
+        })
+        .collect();
+    let r = s
+        .users()
+        .bulk_create_users(authed(tokio_stream::iter(reqs), admin))
+        .await
+        .expect("bulk create")
+        .into_inner();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    r.users.into_iter().map(|u| u.id).collect()
 }

@@ -1,7 +1,9 @@
 //! The integration test binary: one crate, built once, with a module per area.
 //! PostgreSQL variants run when TEST_DATABASE_URL is set and say they were skipped otherwise.
 
+mod activity;
 mod auth;
+mod crash;
 mod helpers;
 mod server;
 mod users;

@@ -19,7 +19,12 @@ async fn health_reports_every_service() {
     let db = TestDb::new(Backend::Sqlite).await;
     let s = TestServer::start(&db, &[]).await;
     let mut h = HealthClient::new(s.channel.clone());
-    for name in ["", "user.v1.UserService", "auth.v1.AuthService"] {
+    for name in [
+        "",
+        "user.v1.UserService",
+        "auth.v1.AuthService",
+        "activity.v1.ActivityService",
+    ] {
         let r = h
             .check(HealthCheckRequest { service: name.into() })
             .await
