@@ -259,7 +259,10 @@ impl ServeConfig {
             return err("--default-window (HUB_DEFAULT_WINDOW)", "must be 1..=10000");
         }
         if self.publish_batch_max == 0 {
-            return err("--publish-batch-max (HUB_PUBLISH_BATCH_MAX)", "must be at least 1");
+            return err(
+                "--publish-batch-max (HUB_PUBLISH_BATCH_MAX)",
+                "must be at least 1",
+            );
         }
         if self.retention_interval < Duration::from_millis(10) {
             return err(

@@ -14,9 +14,9 @@ use tonic_health::ServingStatus;
 
 use crate::{
     activity::{convert::PublishLimits, service::ActivityApi},
-    hub::{Hub, HubConfig},
     auth::{password::PasswordHasher, service::AuthApi, token::Tokens, Auth},
     config::{ServeConfig, UserCacheMode},
+    hub::{Hub, HubConfig},
     proto::{
         activity::v1::activity_service_server::ActivityServiceServer,
         auth::v1::auth_service_server::AuthServiceServer, user::v1::user_service_server::UserServiceServer,

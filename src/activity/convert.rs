@@ -78,15 +78,25 @@ pub fn validate_consumer_id(field: &str, c: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid(field.to_string(), "must be 1-128 bytes"));
     }
     if c.chars().any(|ch| ch.is_control()) {
-        return Err(ApiError::invalid(field.to_string(), "must not contain control characters"));
+        return Err(ApiError::invalid(
+            field.to_string(),
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
 
 /// Validates a publish from `publisher_id`.
-pub fn new_event(req: pb::PublishRequest, publisher_id: u64, limits: PublishLimits) -> Result<NewEvent, ApiError> {
+pub fn new_event(
+    req: pb::PublishRequest,
+    publisher_id: u64,
+    limits: PublishLimits,
+) -> Result<NewEvent, ApiError> {
     if req.recipient_ids.is_empty() {
-        return Err(ApiError::invalid("recipient_ids", "at least one recipient is required"));
+        return Err(ApiError::invalid(
+            "recipient_ids",
+            "at least one recipient is required",
+        ));
     }
     if req.recipient_ids.contains(&0) {
         return Err(ApiError::invalid("recipient_ids", "0 is not a user id"));
@@ -97,7 +107,10 @@ pub fn new_event(req: pb::PublishRequest, publisher_id: u64, limits: PublishLimi
     if recipients.len() > limits.max_recipients {
         return Err(ApiError::invalid(
             "recipient_ids",
-            format!("at most {} distinct recipients per publish", limits.max_recipients),
+            format!(
+                "at most {} distinct recipients per publish",
+                limits.max_recipients
+            ),
         ));
     }
     validate_type("type", &req.r#type)?;
@@ -237,10 +250,25 @@ mod tests {
         let ev = new_event(req(), 9, limits()).unwrap();
         assert_eq!(ev.recipients, vec![1, 3], "distinct and sorted");
         let field_of = |r: pb::PublishRequest| new_event(r, 9, limits()).unwrap_err().to_string();
-        assert!(field_of(pb::PublishRequest { r#type: "Order".into(), ..req() }).starts_with("type:"));
-        assert!(field_of(pb::PublishRequest { recipient_ids: vec![], ..req() }).starts_with("recipient_ids:"));
-        assert!(field_of(pb::PublishRequest { recipient_ids: vec![1, 2, 4, 5], ..req() }).starts_with("recipient_ids:"));
-        let big = pb::PublishRequest { payload: vec![0u8; 17].into(), ..req() };
+        assert!(field_of(pb::PublishRequest {
+            r#type: "Order".into(),
+            ..req()
+        })
+        .starts_with("type:"));
+        assert!(field_of(pb::PublishRequest {
+            recipient_ids: vec![],
+            ..req()
+        })
+        .starts_with("recipient_ids:"));
+        assert!(field_of(pb::PublishRequest {
+            recipient_ids: vec![1, 2, 4, 5],
+            ..req()
+        })
+        .starts_with("recipient_ids:"));
+        let big = pb::PublishRequest {
+            payload: vec![0u8; 17].into(),
+            ..req()
+        };
         let e = new_event(big, 9, limits()).unwrap_err();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
         assert!(e.to_string().starts_with("payload:"));
@@ -248,13 +276,27 @@ mod tests {
 
     #[test]
     fn start_validation() {
-        let s = |w: u32| pb::Start { window: w, ..Default::default() };
+        let s = |w: u32| pb::Start {
+            window: w,
+            ..Default::default()
+        };
         assert_eq!(start(s(0), 5, 256).unwrap().window, 256);
         assert_eq!(start(s(10_000), 5, 256).unwrap().window, 10_000);
         let e = start(s(10_001), 5, 256).unwrap_err();
         assert!(e.to_string().starts_with("start.window:"), "{e}");
-        let p = start(pb::Start { consumer_id: "phone".into(), ..Default::default() }, 5, 256).unwrap();
+        let p = start(
+            pb::Start {
+                consumer_id: "phone".into(),
+                ..Default::default()
+            },
+            5,
+            256,
+        )
+        .unwrap();
         assert_eq!((p.user_id, p.start_from), (5, StartFrom::Cursor));
-        assert_eq!(start(Default::default(), 5, 256).unwrap().start_from, StartFrom::Latest);
+        assert_eq!(
+            start(Default::default(), 5, 256).unwrap().start_from,
+            StartFrom::Latest
+        );
     }
 }

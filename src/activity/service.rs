@@ -43,7 +43,11 @@ impl ActivityApi {
         }
     }
 
-    async fn principal<T>(&self, req: &Request<T>, call: impl FnOnce(u64) -> Call) -> Result<Principal, ApiError> {
+    async fn principal<T>(
+        &self,
+        req: &Request<T>,
+        call: impl FnOnce(u64) -> Call,
+    ) -> Result<Principal, ApiError> {
         let caller = self.auth.authenticate(req.metadata()).await?;
         let id = caller.map_or(0, |p| p.user_id);
         authorize(caller.as_ref(), call(id), false)?;
@@ -93,7 +97,10 @@ fn respond(outcome: PublishOutcome) -> Result<pb::PublishResponse, ApiError> {
 
 #[tonic::async_trait]
 impl ActivityService for ActivityApi {
-    async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
         let caller = self.principal(&req, |_| Call::Publish).await?;
         let event = convert::new_event(req.into_inner(), caller.user_id, self.limits)?;
         let outcome = self.hub.publish(event).await?;
@@ -177,7 +184,9 @@ impl ActivityService for ActivityApi {
                 msg: Some(subscribe_request::Msg::Start(s)),
             })) => s,
             Some(Ok(_)) => {
-                return Err(ApiError::invalid("start", "the first message of a stream must be a Start").into())
+                return Err(
+                    ApiError::invalid("start", "the first message of a stream must be a Start").into(),
+                )
             }
             Some(Err(s)) => return Err(s),
             None => return Err(ApiError::invalid("start", "the stream ended before its Start").into()),
@@ -200,7 +209,8 @@ impl ActivityService for ActivityApi {
                     Some(Ok(pb::SubscribeRequest {
                         msg: Some(subscribe_request::Msg::Start(_)),
                     })) => SubMsg::Fail(
-                        ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it").into(),
+                        ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it")
+                            .into(),
                     ),
                     Some(Ok(pb::SubscribeRequest { msg: None })) => {
                         SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into())
@@ -231,12 +241,17 @@ impl ActivityService for ActivityApi {
         let r = req.into_inner();
         let limit = match r.limit {
             0 => 100,
-            n if n > 1000 => return Err(ApiError::invalid("limit", format!("{n} is above the maximum 1000")).into()),
+            n if n > 1000 => {
+                return Err(ApiError::invalid("limit", format!("{n} is above the maximum 1000")).into())
+            }
             n => n,
         };
         let types = convert::types("types", &r.types)?;
         let recipient = self.recipient(caller, r.user_id).await?;
-        let (events, head_seq, has_more) = self.hub.list_events(recipient, r.after_seq, &types, limit).await?;
+        let (events, head_seq, has_more) = self
+            .hub
+            .list_events(recipient, r.after_seq, &types, limit)
+            .await?;
         Ok(Response::new(pb::ListEventsResponse {
             events: events.iter().map(convert::event).collect(),
             head_seq,
@@ -266,7 +281,8 @@ impl ActivityApi {
 }
 
 /// A publish's answer, resolved once its batch commits.
-type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Result<pb::PublishResponse, ApiError>> + Send>>;
+type Answer =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<pb::PublishResponse, ApiError>> + Send>>;
 
 /// Prefixes the position of the offending request in a PublishStream.
 fn with_index(e: ApiError, i: u64) -> ApiError {

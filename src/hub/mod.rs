@@ -39,7 +39,7 @@ use crate::{
     error::ApiError,
     proto::user::v1 as userpb,
     store::{
-        events::{NewEvent, PublishOutcome, Pruned, StoredEvent},
+        events::{NewEvent, Pruned, PublishOutcome, StoredEvent},
         now_micros, Store,
     },
 };
@@ -103,7 +103,11 @@ pub type UserChange = Arc<userpb::UserActivityEvent>;
 impl Hub {
     /// Starts the registry and persistence actors (and, on PostgreSQL, the listener for
     /// other servers' notifications). `shutdown` ends every open stream with UNAVAILABLE.
-    pub async fn start(store: Store, config: HubConfig, shutdown: CancellationToken) -> Result<Hub, ApiError> {
+    pub async fn start(
+        store: Store,
+        config: HubConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Hub, ApiError> {
         let stats = Arc::new(HubStats::default());
         let origin = uuid::Uuid::now_v7().simple().to_string();
         let (registry, _) = Actor::spawn(None, Registry, stats.clone())
@@ -173,10 +177,12 @@ impl Hub {
     /// (or failed). Queueing several before awaiting pipelines them, answered in order.
     pub fn enqueue(&self, event: NewEvent) -> oneshot::Receiver<Result<PublishOutcome, ApiError>> {
         let (tx, rx) = oneshot::channel();
-        if let Err(e) = self.inner.persistence.cast(PersistMsg::Publish(Arc::new(event), tx)) {
-            if let ractor::MessagingErr::SendErr(PersistMsg::Publish(_, tx)) = e {
-                let _ = tx.send(Err(ApiError::Unavailable("the hub is shutting down".into())));
-            }
+        if let Err(ractor::MessagingErr::SendErr(PersistMsg::Publish(_, tx))) = self
+            .inner
+            .persistence
+            .cast(PersistMsg::Publish(Arc::new(event), tx))
+        {
+            let _ = tx.send(Err(ApiError::Unavailable("the hub is shutting down".into())));
         }
         rx
     }
@@ -230,9 +236,12 @@ impl Hub {
 
     /// Runs one retention pass now, as if the clock read `now_micros`.
     pub async fn prune_at(&self, now_micros: i64) -> Result<Pruned, ApiError> {
-        Ok(self.inner.store.prune(persistence::retention_policy(&self.inner.config, now_micros)).await?)
+        Ok(self
+            .inner
+            .store
+            .prune(persistence::retention_policy(&self.inner.config, now_micros))
+            .await?)
     }
-
 
     /// What each open subscription of `user_id` holds right now (introspection).
     pub async fn inspect(&self, user_id: u64) -> Vec<SubInfo> {

@@ -70,7 +70,9 @@ fn handle(hub: &Hub, payload: &str) {
                 .collect(),
         ),
         "c" => {
-            let Some((user, consumer)) = rest.split_once('|') else { return };
+            let Some((user, consumer)) = rest.split_once('|') else {
+                return;
+            };
             let Ok(user_id) = user.parse() else { return };
             RegistryMsg::ReplaceConsumer {
                 user_id,

@@ -120,7 +120,11 @@ impl Actor for Persistence {
                     tokio::spawn(async move {
                         match store.prune(policy).await {
                             Ok(p) if p.deliveries + p.events > 0 => {
-                                tracing::debug!(deliveries = p.deliveries, events = p.events, "retention pruned")
+                                tracing::debug!(
+                                    deliveries = p.deliveries,
+                                    events = p.events,
+                                    "retention pruned"
+                                )
                             }
                             Ok(_) => {}
                             Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
@@ -184,7 +188,9 @@ impl State {
                         })
                         .collect();
                     stats.batches.fetch_add(1, Ordering::Relaxed);
-                    stats.published.fetch_add(committed.len() as u64, Ordering::Relaxed);
+                    stats
+                        .published
+                        .fetch_add(committed.len() as u64, Ordering::Relaxed);
                     if !committed.is_empty() {
                         let _ = registry.cast(RegistryMsg::Committed(committed));
                     }

@@ -19,7 +19,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use super::{subscription::SubMsg, watch::WatchMsg, HubStats, UserChange};
-use crate::store::events::{EventBody, StoredEvent};
+use crate::store::events::{Committed, StoredEvent};
 
 /// Messages of the registry.
 pub enum RegistryMsg {
@@ -35,7 +35,7 @@ pub enum RegistryMsg {
         reply: oneshot::Sender<()>,
     },
     /// A batch committed on this server: (body, [(recipient, seq)]).
-    Committed(Vec<(Arc<EventBody>, Vec<(u64, u64)>)>),
+    Committed(Vec<Committed>),
     /// Another server committed events for these recipients: (recipient, head).
     Heads(Vec<(u64, u64)>),
     /// Notifications from other servers may have been missed: every subscriber re-reads
@@ -201,7 +201,7 @@ impl Actor for Registry {
 }
 
 impl State {
-    fn route(&mut self, batch: Vec<(Arc<EventBody>, Vec<(u64, u64)>)>) {
+    fn route(&mut self, batch: Vec<Committed>) {
         let mut per_user: HashMap<u64, Vec<StoredEvent>> = HashMap::new();
         for (body, deliveries) in batch {
             for (user_id, seq) in deliveries {

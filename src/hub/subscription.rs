@@ -232,7 +232,12 @@ impl Actor for Subscription {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<SubMsg>, msg: SubMsg, s: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SubMsg>,
+        msg: SubMsg,
+        s: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SubMsg::Live(events) => {
                 for ev in events {
@@ -468,7 +473,9 @@ impl State {
     }
 
     fn persist_ack(&mut self) {
-        let Some(consumer) = &self.p.consumer_id else { return };
+        let Some(consumer) = &self.p.consumer_id else {
+            return;
+        };
         if self.acked > self.persisted && self.acked > 0 {
             self.persisted = self.acked;
             let _ = self.hub.persistence().cast(PersistMsg::Ack(AckRecord {
@@ -488,10 +495,7 @@ impl State {
 }
 
 /// Spawns the actor for a validated Start and returns the response stream.
-pub(crate) async fn open(
-    hub: Hub,
-    params: SubscribeParams,
-) -> Result<Opened, ApiError> {
+pub(crate) async fn open(hub: Hub, params: SubscribeParams) -> Result<Opened, ApiError> {
     // Explicit: the window bounds what is in flight, so the outbox never fills with
     // events (room for Subscribed and heartbeats on top). None: transport pacing.
     let capacity = match params.ack_mode {

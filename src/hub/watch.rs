@@ -60,7 +60,12 @@ impl Actor for Watcher {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<WatchMsg>, msg: WatchMsg, s: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<WatchMsg>,
+        msg: WatchMsg,
+        s: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             WatchMsg::Change(change) => match s.out.try_send(Ok((*change).clone())) {
                 Ok(()) => {}

@@ -88,6 +88,9 @@ pub enum PublishOutcome {
     MissingRecipient(u64),
 }
 
+/// A committed event and its (recipient, seq) deliveries.
+pub type Committed = (Arc<EventBody>, Vec<(u64, u64)>);
+
 /// A cumulative ack to persist.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AckRecord {
@@ -306,7 +309,7 @@ impl Store {
             }
 
             // 5. Event bodies and deliveries.
-            let mut bodies: Vec<(usize, Arc<EventBody>, Vec<(u64, u64)>)> = Vec::new();
+            let mut bodies: Vec<(usize, Committed)> = Vec::new();
             for (i, it) in items.iter().enumerate() {
                 if outcomes[i].is_some() || dup_of[i].is_some() {
                     continue;
@@ -330,13 +333,13 @@ impl Store {
                     published_at: now,
                     publisher_id: it.publisher_id,
                 });
-                bodies.push((i, body, deliveries));
+                bodies.push((i, (body, deliveries)));
             }
             for chunk in bodies.chunks(CHUNK) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO events (event_id, type, payload, content_type, attributes, published_at, publisher_id) ",
                 );
-                q.push_values(chunk, |mut b, (_, body, _)| {
+                q.push_values(chunk, |mut b, (_, (body, _))| {
                     b.push_bind(body.event_id.as_str())
                         .push_bind(body.event_type.as_str())
                         .push_bind(body.payload.as_ref())
@@ -349,7 +352,7 @@ impl Store {
             }
             let rows: Vec<(u64, u64, &EventBody)> = bodies
                 .iter()
-                .flat_map(|(_, body, d)| d.iter().map(move |(u, s)| (*u, *s, body.as_ref())))
+                .flat_map(|(_, (body, d))| d.iter().map(move |(u, s)| (*u, *s, body.as_ref())))
                 .collect();
             for chunk in rows.chunks(CHUNK) {
                 let mut q = QueryBuilder::new("INSERT INTO inbox (user_id, seq, event_id, type, published_at) ");
@@ -362,7 +365,7 @@ impl Store {
                 });
                 q.build().execute(&mut *tx).await?;
             }
-            for (i, body, deliveries) in &bodies {
+            for (i, (body, deliveries)) in &bodies {
                 let it = &items[*i];
                 if it.idempotency_key.is_empty() {
                     continue;
@@ -405,7 +408,7 @@ impl Store {
 
             tx.commit().await?;
 
-            for (i, body, deliveries) in bodies {
+            for (i, (body, deliveries)) in bodies {
                 outcomes[i] = Some(PublishOutcome::Committed { body, deliveries });
             }
             let mut out = Vec::with_capacity(items.len());

@@ -8,7 +8,7 @@ use activity_hub::proto::{
         Event, GetCursorRequest, ListEventsRequest, PublishRequest, PublishResponse, Start, StartFrom,
         SubscribeRequest, SubscribeResponse, Subscribed,
     },
-    user::v1::{UserRole, User},
+    user::v1::{User, UserRole},
 };
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -50,7 +50,11 @@ impl Sub {
         match rx.message().await? {
             Some(SubscribeResponse {
                 msg: Some(subscribe_response::Msg::Subscribed(s)),
-            }) => Ok(Sub { tx, rx, subscribed: s }),
+            }) => Ok(Sub {
+                tx,
+                rx,
+                subscribed: s,
+            }),
             other => panic!("first message must be Subscribed, got {other:?}"),
         }
     }
@@ -119,7 +123,10 @@ pub fn event_req(recipients: &[u64], ty: &str, payload: impl Into<Bytes>) -> Pub
 }
 
 pub async fn publish(s: &TestServer, token: &str, req: PublishRequest) -> Result<PublishResponse, Status> {
-    client(&s.channel).publish(authed(req, token)).await.map(|r| r.into_inner())
+    client(&s.channel)
+        .publish(authed(req, token))
+        .await
+        .map(|r| r.into_inner())
 }
 
 /// Publishes `reqs` on one PublishStream and returns the answers in order.
@@ -269,7 +276,9 @@ async fn resumption_continues_after_the_acked_seq(b: Backend) {
     let db = TestDb::new(b).await;
     let s = TestServer::start(&db, &[]).await;
     let (publisher, alice, alice_token) = cast(&s).await;
-    let reqs = (0..20).map(|i| event_req(&[alice.id], "t", format!("{i}"))).collect();
+    let reqs = (0..20)
+        .map(|i| event_req(&[alice.id], "t", format!("{i}")))
+        .collect();
     publish_stream(&s.channel, &publisher, reqs).await;
     let phone = || Start {
         consumer_id: "phone".into(),
@@ -277,7 +286,10 @@ async fn resumption_continues_after_the_acked_seq(b: Backend) {
         ..start(0)
     };
     let mut sub = Sub::open(&s.channel, &alice_token, phone()).await.unwrap();
-    assert_eq!(sub.subscribed.resume_after, 0, "a new consumer starts from the beginning");
+    assert_eq!(
+        sub.subscribed.resume_after, 0,
+        "a new consumer starts from the beginning"
+    );
     for expect in 1..=12 {
         assert_eq!(sub.event().await.seq, expect);
     }
@@ -322,7 +334,10 @@ async fn resumption_continues_after_the_acked_seq(b: Backend) {
     .unwrap();
     assert_eq!(sub.subscribed.resume_after, 20);
     s.hub.flush().await;
-    assert_eq!(c.get_cursor(cursor_req()).await.unwrap().into_inner().acked_seq, 10);
+    assert_eq!(
+        c.get_cursor(cursor_req()).await.unwrap().into_inner().acked_seq,
+        10
+    );
     drop(sub);
     s.stop().await;
 }
@@ -331,7 +346,9 @@ async fn retention_prunes_and_reports_truncation(b: Backend) {
     let db = TestDb::new(b).await;
     let s = TestServer::start(&db, &["--retention-max-events", "5", "--retention-max-age", "1h"]).await;
     let (publisher, alice, alice_token) = cast(&s).await;
-    let reqs = (1..=10).map(|i| event_req(&[alice.id], "t", format!("{i}"))).collect();
+    let reqs = (1..=10)
+        .map(|i| event_req(&[alice.id], "t", format!("{i}")))
+        .collect();
     publish_stream(&s.channel, &publisher, reqs).await;
     let pruned = s.hub.prune_at(activity_hub::store::now_micros()).await.unwrap();
     assert_eq!(pruned.deliveries, 5, "count limit keeps the 5 newest");
@@ -384,7 +401,10 @@ async fn retention_prunes_and_reports_truncation(b: Backend) {
     .await
     .unwrap();
     assert!(sub3.subscribed.truncated);
-    assert_eq!((sub3.subscribed.earliest_seq, sub3.subscribed.resume_after), (11, 10));
+    assert_eq!(
+        (sub3.subscribed.earliest_seq, sub3.subscribed.resume_after),
+        (11, 10)
+    );
     s.stop().await;
 }
 
@@ -399,12 +419,24 @@ async fn idempotency_key_returns_the_first_event(b: Backend) {
     };
     let first = publish(&s, &publisher, keyed("k1")).await.unwrap();
     assert!(!first.duplicate);
-    assert_eq!(first.deliveries.len(), 2, "duplicate recipients are delivered once");
+    assert_eq!(
+        first.deliveries.len(),
+        2,
+        "duplicate recipients are delivered once"
+    );
     let again = publish(&s, &publisher, keyed("k1")).await.unwrap();
     assert!(again.duplicate);
-    assert_eq!((&again.event_id, &again.deliveries), (&first.event_id, &first.deliveries));
+    assert_eq!(
+        (&again.event_id, &again.deliveries),
+        (&first.event_id, &first.deliveries)
+    );
     // In one pipelined stream too, and a different key is a new event.
-    let answers = publish_stream(&s.channel, &publisher, vec![keyed("k2"), keyed("k2"), keyed("k1")]).await;
+    let answers = publish_stream(
+        &s.channel,
+        &publisher,
+        vec![keyed("k2"), keyed("k2"), keyed("k1")],
+    )
+    .await;
     assert!(!answers[0].duplicate && answers[1].duplicate && answers[2].duplicate);
     assert_eq!(answers[1].event_id, answers[0].event_id);
     assert_eq!(answers[2].event_id, first.event_id);
@@ -439,10 +471,17 @@ async fn types_filter_and_ack_mode_none(b: Backend) {
     .unwrap();
     assert_eq!(sub.event().await.seq, 1);
     assert_eq!(sub.event().await.seq, 3);
-    let reqs = ["b", "a"].iter().map(|t| event_req(&[alice.id], t, "x")).collect();
+    let reqs = ["b", "a"]
+        .iter()
+        .map(|t| event_req(&[alice.id], t, "x"))
+        .collect();
     publish_stream(&s.channel, &publisher, reqs).await;
     let e = sub.event().await;
-    assert_eq!((e.seq, e.r#type.as_str()), (6, "a"), "live events are filtered too");
+    assert_eq!(
+        (e.seq, e.r#type.as_str()),
+        (6, "a"),
+        "live events are filtered too"
+    );
 
     // ACK_MODE_NONE: a window of 4 does not limit it, and the cursor follows what was written.
     let mut none = Sub::open(
@@ -479,7 +518,10 @@ async fn types_filter_and_ack_mode_none(b: Backend) {
         if cur.acked_seq == 6 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "written events count as acked: {cur:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "written events count as acked: {cur:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     s.stop().await;
@@ -524,12 +566,25 @@ async fn backpressure_holds_a_stalled_subscriber_to_its_window() {
     )
     .await
     .unwrap();
-    let mut fast = Sub::open(&s.channel, &alice_token, Start { window: 16, ..start(0) })
-        .await
-        .unwrap();
-    let reqs = (0..N).map(|i| event_req(&[alice.id], "t", format!("{i}"))).collect();
+    let mut fast = Sub::open(
+        &s.channel,
+        &alice_token,
+        Start {
+            window: 16,
+            ..start(0)
+        },
+    )
+    .await
+    .unwrap();
+    let reqs = (0..N)
+        .map(|i| event_req(&[alice.id], "t", format!("{i}")))
+        .collect();
     let answers = publish_stream(&s.channel, &publisher, reqs).await;
-    assert_eq!(answers.len() as u64, N, "publishers are not held back by a stalled subscriber");
+    assert_eq!(
+        answers.len() as u64,
+        N,
+        "publishers are not held back by a stalled subscriber"
+    );
     for expect in 1..=N {
         let e = fast.event().await;
         assert_eq!(e.seq, expect);
@@ -551,7 +606,10 @@ async fn backpressure_holds_a_stalled_subscriber_to_its_window() {
             "memory bounded by the window: {info:?}"
         );
     }
-    assert!(infos.iter().any(|i| i.behind && i.unacked == WINDOW as usize), "{infos:?}");
+    assert!(
+        infos.iter().any(|i| i.behind && i.unacked == WINDOW as usize),
+        "{infos:?}"
+    );
     // Acking 3 opens exactly 3 slots, filled from the store.
     stalled.ack(3).await;
     for expect in WINDOW + 1..=WINDOW + 3 {
@@ -581,7 +639,9 @@ async fn fan_out_reaches_1000_subscribers_once_each() {
     for id in &ids {
         subs.push(Sub::open(&s.channel, &admin, start(*id)).await.unwrap());
     }
-    let r = publish(&s, &publisher, event_req(&ids, "broadcast", "hello")).await.unwrap();
+    let r = publish(&s, &publisher, event_req(&ids, "broadcast", "hello"))
+        .await
+        .unwrap();
     assert_eq!(r.deliveries.len(), 1000);
     assert!(r.deliveries.iter().all(|d| d.seq == 1));
     let event_id = r.event_id.clone();
@@ -592,7 +652,10 @@ async fn fan_out_reaches_1000_subscribers_once_each() {
             let e = sub.event().await;
             assert_eq!((e.user_id, e.seq, e.event_id), (id, 1, event_id));
             assert_eq!(&e.payload[..], b"hello");
-            assert!(sub.event_within(Duration::from_millis(50)).await.is_none(), "once");
+            assert!(
+                sub.event_within(Duration::from_millis(50)).await.is_none(),
+                "once"
+            );
         }));
     }
     for r in readers {
@@ -607,7 +670,16 @@ async fn stream_errors_are_invalid_argument() {
     let s = TestServer::start(&db, &[]).await;
     let (publisher, alice, alice_token) = cast(&s).await;
     assert_status(
-        Sub::open(&s.channel, &alice_token, Start { window: 10_001, ..start(0) }).await.map(|_| ()),
+        Sub::open(
+            &s.channel,
+            &alice_token,
+            Start {
+                window: 10_001,
+                ..start(0)
+            },
+        )
+        .await
+        .map(|_| ()),
         Code::InvalidArgument,
         "start.window",
     );
@@ -632,8 +704,14 @@ async fn stream_errors_are_invalid_argument() {
         })
         .await
         .unwrap();
-    assert_status(Err::<(), _>(sub.end().await), Code::InvalidArgument, "exactly one Start");
-    publish(&s, &publisher, event_req(&[alice.id], "t", "x")).await.unwrap();
+    assert_status(
+        Err::<(), _>(sub.end().await),
+        Code::InvalidArgument,
+        "exactly one Start",
+    );
+    publish(&s, &publisher, event_req(&[alice.id], "t", "x"))
+        .await
+        .unwrap();
     let mut sub = Sub::open(
         &s.channel,
         &alice_token,
@@ -689,8 +767,12 @@ async fn authorization_rows_of_the_spec() {
     let (bob, bob_token) = s.user_with_token("bob", &[]).await;
     let admin = s.admin_token().await;
     // Publish: admin and publisher; not a plain user; not anonymous.
-    publish(&s, &admin, event_req(&[alice.id], "t", "x")).await.unwrap();
-    publish(&s, &publisher, event_req(&[alice.id], "t", "x")).await.unwrap();
+    publish(&s, &admin, event_req(&[alice.id], "t", "x"))
+        .await
+        .unwrap();
+    publish(&s, &publisher, event_req(&[alice.id], "t", "x"))
+        .await
+        .unwrap();
     assert_status(
         publish(&s, &bob_token, event_req(&[alice.id], "t", "x")).await,
         Code::PermissionDenied,
@@ -705,12 +787,16 @@ async fn authorization_rows_of_the_spec() {
     Sub::open(&s.channel, &alice_token, start(0)).await.unwrap();
     Sub::open(&s.channel, &admin, start(alice.id)).await.unwrap();
     assert_status(
-        Sub::open(&s.channel, &bob_token, start(alice.id)).await.map(|_| ()),
+        Sub::open(&s.channel, &bob_token, start(alice.id))
+            .await
+            .map(|_| ()),
         Code::PermissionDenied,
         "",
     );
     assert_status(
-        Sub::open(&s.channel, &publisher, start(alice.id)).await.map(|_| ()),
+        Sub::open(&s.channel, &publisher, start(alice.id))
+            .await
+            .map(|_| ()),
         Code::PermissionDenied,
         "",
     );
@@ -750,7 +836,11 @@ async fn authorization_rows_of_the_spec() {
         },
         &alice_token,
     );
-    assert_status(client(&s.channel).get_cursor(empty).await, Code::InvalidArgument, "consumer_id");
+    assert_status(
+        client(&s.channel).get_cursor(empty).await,
+        Code::InvalidArgument,
+        "consumer_id",
+    );
     s.stop().await;
 }
 
@@ -764,10 +854,20 @@ async fn closed_streams_leave_no_actor_behind() {
         subs.push(Sub::open(&s.channel, &alice_token, start(0)).await.unwrap());
     }
     let stats = s.hub.clone();
-    let open = || stats.stats().subscriptions.load(std::sync::atomic::Ordering::Relaxed);
+    let open = || {
+        stats
+            .stats()
+            .subscriptions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     assert_eq!(open(), 5);
     drop(subs);
-    eventually(Duration::from_secs(10), "every subscription actor stopped", || open() == 0).await;
+    eventually(
+        Duration::from_secs(10),
+        "every subscription actor stopped",
+        || open() == 0,
+    )
+    .await;
     s.stop().await;
 }
 
@@ -776,7 +876,9 @@ async fn idle_streams_get_heartbeats() {
     let db = TestDb::new(Backend::Sqlite).await;
     let s = TestServer::start(&db, &["--heartbeat-interval", "100ms"]).await;
     let (publisher, alice, alice_token) = cast(&s).await;
-    publish(&s, &publisher, event_req(&[alice.id], "t", "x")).await.unwrap();
+    publish(&s, &publisher, event_req(&[alice.id], "t", "x"))
+        .await
+        .unwrap();
     let mut sub = Sub::open(&s.channel, &alice_token, start(0)).await.unwrap();
     let mut beats = 0;
     while beats < 3 {
@@ -852,14 +954,20 @@ async fn shutdown_ends_streams_with_unavailable_and_keeps_acknowledged_events() 
         .into_inner();
     let stored: HashMap<u64, String> = page.events.into_iter().map(|e| (e.seq, e.event_id)).collect();
     for a in &acknowledged {
-        assert_eq!(stored.get(&a.deliveries[0].seq), Some(&a.event_id), "acknowledged publish survived");
+        assert_eq!(
+            stored.get(&a.deliveries[0].seq),
+            Some(&a.event_id),
+            "acknowledged publish survived"
+        );
     }
     s.stop().await;
 }
 
 /// The next notification about someone other than the admin (whose own logins in the
 /// test helpers are reported too).
-async fn next(w: &mut Streaming<activity_hub::proto::user::v1::UserActivityEvent>) -> activity_hub::proto::user::v1::UserActivityEvent {
+async fn next(
+    w: &mut Streaming<activity_hub::proto::user::v1::UserActivityEvent>,
+) -> activity_hub::proto::user::v1::UserActivityEvent {
     loop {
         let e = tokio::time::timeout(Duration::from_secs(10), w.message())
             .await
@@ -916,11 +1024,16 @@ async fn user_activity_reports_lifecycle_changes() {
         .await
         .unwrap();
     let e = next(&mut watch).await;
-    assert_eq!((e.kind, e.user.unwrap().first_name.as_str()), (Kind::Updated as i32, "Carol"));
+    assert_eq!(
+        (e.kind, e.user.unwrap().first_name.as_str()),
+        (Kind::Updated as i32, "Carol")
+    );
     s.users()
         .delete_user(authed(
             GetUserRequest {
-                identifier: Some(activity_hub::proto::user::v1::get_user_request::Identifier::UserId(carol.id)),
+                identifier: Some(
+                    activity_hub::proto::user::v1::get_user_request::Identifier::UserId(carol.id),
+                ),
             },
             &admin,
         ))

@@ -26,7 +26,11 @@ fn free_port() -> u16 {
 
 async fn spawn_server(db: &TestDb) -> (Child, Channel) {
     let port = free_port();
-    let mut args = vec!["serve".to_string(), "--listen".into(), format!("127.0.0.1:{port}")];
+    let mut args = vec![
+        "serve".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
     args.extend(base_args(db));
     args.extend(["--log-level".to_string(), "warn".into()]);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"))
@@ -44,7 +48,10 @@ async fn spawn_server(db: &TestDb) -> (Child, Channel) {
         {
             return (child, ch);
         }
-        assert!(tokio::time::Instant::now() < deadline, "server did not come up in 30s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not come up in 30s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -100,7 +107,11 @@ async fn kill_9_loses_no_acknowledged_publish(b: Backend) {
         let (tx, rx) = mpsc::channel(256);
         let feeder = tokio::spawn(async move {
             for i in 0u64.. {
-                if tx.send(event_req(&[me], "crash.test", format!("{round}:{i}"))).await.is_err() {
+                if tx
+                    .send(event_req(&[me], "crash.test", format!("{round}:{i}")))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -111,16 +122,11 @@ async fn kill_9_loses_no_acknowledged_publish(b: Backend) {
             .unwrap()
             .into_inner();
         let mut got = 0;
-        loop {
-            match answers.message().await {
-                Ok(Some(a)) => {
-                    acknowledged.push(a);
-                    got += 1;
-                    if got == 300 {
-                        child.start_kill().expect("SIGKILL");
-                    }
-                }
-                _ => break,
+        while let Ok(Some(a)) = answers.message().await {
+            acknowledged.push(a);
+            got += 1;
+            if got == 300 {
+                child.start_kill().expect("SIGKILL");
             }
         }
         assert!(got >= 300, "round {round}: {got} answers before the kill");
@@ -157,7 +163,11 @@ async fn kill_9_loses_no_acknowledged_publish(b: Backend) {
     }
     for a in &acknowledged {
         let seq = a.deliveries[0].seq;
-        assert_eq!(stored.get(&seq), Some(&a.event_id), "acknowledged publish at seq {seq} survived kill -9");
+        assert_eq!(
+            stored.get(&seq),
+            Some(&a.event_id),
+            "acknowledged publish at seq {seq} survived kill -9"
+        );
     }
     let mut device = Sub::open(
         &ch,
@@ -171,5 +181,9 @@ async fn kill_9_loses_no_acknowledged_publish(b: Backend) {
     .unwrap();
     assert!(device.subscribed.resume_after <= acked_by_device);
     let first = device.event().await;
-    assert_eq!(first.seq, device.subscribed.resume_after + 1, "delivered on resume");
+    assert_eq!(
+        first.seq,
+        device.subscribed.resume_after + 1,
+        "delivered on resume"
+    );
 }
