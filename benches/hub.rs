@@ -229,8 +229,8 @@ impl Target {
                     .access_token;
                 let reqs: Vec<CreateUserRequest> = (0..users)
                     .map(|i| CreateUserRequest {
-                        email: format!("u{i}@bench.test"),
-                        username: format!("u{i}"),
+                        email: format!("user{i}@bench.test"),
+                        username: format!("user{i}"),
                         password: PASSWORD.into(),
                         ..Default::default()
                     })
