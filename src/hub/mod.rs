@@ -32,7 +32,7 @@ use std::{
 };
 
 use ractor::{Actor, ActorRef};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -110,7 +110,7 @@ impl Hub {
     ) -> Result<Hub, ApiError> {
         let stats = Arc::new(HubStats::default());
         let origin = uuid::Uuid::now_v7().simple().to_string();
-        let (registry, _) = Actor::spawn(None, Registry, stats.clone())
+        let (registry, _) = Actor::spawn(None, Registry, (stats.clone(), config.heartbeat_interval))
             .await
             .map_err(|e| ApiError::Internal(Box::new(e)))?;
         let (persistence, _) = Actor::spawn(
@@ -303,6 +303,3 @@ impl Hub {
         now_micros()
     }
 }
-
-/// The bounded channel a stream actor writes to and the response stream reads from.
-pub(crate) type Outbox<T> = mpsc::Sender<Result<T, tonic::Status>>;

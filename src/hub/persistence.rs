@@ -36,6 +36,10 @@ pub enum PersistMsg {
     Prune,
     /// The retention task finished.
     Pruned,
+    /// Timer: checkpoint the SQLite WAL in the background.
+    Checkpoint,
+    /// The checkpoint finished.
+    Checkpointed,
 }
 
 /// Start-up arguments.
@@ -58,6 +62,7 @@ pub struct State {
     flushes: Vec<oneshot::Sender<()>>,
     committing: bool,
     pruning: bool,
+    checkpointing: bool,
 }
 
 impl Actor for Persistence {
@@ -67,6 +72,7 @@ impl Actor for Persistence {
 
     async fn pre_start(&self, myself: ActorRef<PersistMsg>, args: Args) -> Result<State, ActorProcessingErr> {
         myself.send_interval(args.config.retention_interval, || PersistMsg::Prune);
+        myself.send_interval(std::time::Duration::from_millis(250), || PersistMsg::Checkpoint);
         Ok(State {
             args,
             queue: Vec::new(),
@@ -74,6 +80,7 @@ impl Actor for Persistence {
             flushes: Vec::new(),
             committing: false,
             pruning: false,
+            checkpointing: false,
         })
     }
 
@@ -134,6 +141,20 @@ impl Actor for Persistence {
                 }
             }
             PersistMsg::Pruned => state.pruning = false,
+            PersistMsg::Checkpoint => {
+                if !state.checkpointing {
+                    state.checkpointing = true;
+                    let store = state.args.store.clone();
+                    let me = myself.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.checkpoint().await {
+                            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                        }
+                        let _ = me.cast(PersistMsg::Checkpointed);
+                    });
+                }
+            }
+            PersistMsg::Checkpointed => state.checkpointing = false,
         }
         Ok(())
     }

@@ -73,6 +73,8 @@ pub enum RegistryMsg {
     WatcherStarted(ActorId),
     /// A user changed.
     UserChanged(UserChange),
+    /// Heartbeat timer: every subscription checks whether it was idle.
+    Tick,
 }
 
 /// The actor.
@@ -91,13 +93,16 @@ pub struct State {
 impl Actor for Registry {
     type Msg = RegistryMsg;
     type State = State;
-    type Arguments = Arc<HubStats>;
+    /// Counters and the heartbeat interval.
+    type Arguments = (Arc<HubStats>, std::time::Duration);
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<RegistryMsg>,
-        stats: Arc<HubStats>,
+        myself: ActorRef<RegistryMsg>,
+        (stats, heartbeat): (Arc<HubStats>, std::time::Duration),
     ) -> Result<State, ActorProcessingErr> {
+        // One timer for all streams, not one per stream: idle streams stay cheap.
+        myself.send_interval(heartbeat, || RegistryMsg::Tick);
         Ok(State {
             stats,
             subs: HashMap::new(),
@@ -137,6 +142,11 @@ impl Actor for Registry {
                     for s in state.subs.get(&user).into_iter().flatten() {
                         let _ = s.cast(SubMsg::Head(head));
                     }
+                }
+            }
+            RegistryMsg::Tick => {
+                for s in state.subs.values().flatten() {
+                    let _ = s.cast(SubMsg::Tick);
                 }
             }
             RegistryMsg::Recheck => {

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::{persistence::PersistMsg, registry::RegistryMsg, Hub, Outbox};
+use super::{persistence::PersistMsg, registry::RegistryMsg, Hub};
 use crate::{
     activity::convert,
     error::ApiError,
@@ -114,6 +114,34 @@ pub enum SubMsg {
     Inspect(oneshot::Sender<SubInfo>),
 }
 
+/// What the actor writes to its outbox: small (32 bytes) so an idle stream's channel
+/// costs little, and events stay shared `Arc`s until the transport task encodes them.
+pub enum Out {
+    /// The first message.
+    Subscribed(Box<pb::Subscribed>),
+    /// An event.
+    Event(StoredEvent),
+    /// A heartbeat: (head seq, time in micros).
+    Heartbeat(u64, i64),
+}
+
+impl Out {
+    fn into_wire(self) -> Result<pb::SubscribeResponse, Status> {
+        let msg = match self {
+            Out::Subscribed(s) => Msg::Subscribed(*s),
+            Out::Event(ev) => Msg::Event(convert::event(&ev)),
+            Out::Heartbeat(head_seq, at) => Msg::Heartbeat(pb::Heartbeat {
+                head_seq,
+                at: Some(convert::timestamp(at)),
+            }),
+        };
+        Ok(pb::SubscribeResponse { msg: Some(msg) })
+    }
+}
+
+/// The sending side of a subscription's outbox.
+pub type Outbox = mpsc::Sender<Out>;
+
 /// The actor.
 pub struct Subscription;
 
@@ -121,7 +149,7 @@ pub struct Subscription;
 pub struct Args {
     hub: Hub,
     params: SubscribeParams,
-    out: Outbox<pb::SubscribeResponse>,
+    out: Outbox,
     terminal: oneshot::Sender<Status>,
 }
 
@@ -129,7 +157,7 @@ pub struct Args {
 pub struct State {
     hub: Hub,
     p: SubscribeParams,
-    out: Outbox<pb::SubscribeResponse>,
+    out: Outbox,
     terminal: Option<oneshot::Sender<Status>>,
     tail: u64,
     known_head: u64,
@@ -142,7 +170,6 @@ pub struct State {
     persisted: u64,
     active: bool,
     awaiting_room: bool,
-    ticker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Actor for Subscription {
@@ -197,19 +224,16 @@ impl Actor for Subscription {
         };
         let truncated = requested + 1 < earliest;
         let resume = if truncated { earliest - 1 } else { requested };
-        let subscribed = pb::SubscribeResponse {
-            msg: Some(Msg::Subscribed(pb::Subscribed {
-                user_id: p.user_id,
-                consumer_id: p.consumer_id.clone().unwrap_or_default(),
-                resume_after: resume,
-                head_seq: head,
-                earliest_seq: earliest,
-                truncated,
-            })),
-        };
-        out.try_send(Ok(subscribed))
+        let subscribed = Out::Subscribed(Box::new(pb::Subscribed {
+            user_id: p.user_id,
+            consumer_id: p.consumer_id.clone().unwrap_or_default(),
+            resume_after: resume,
+            head_seq: head,
+            earliest_seq: earliest,
+            truncated,
+        }));
+        out.try_send(subscribed)
             .map_err(|_| ApiError::Unavailable("the client went away".into()))?;
-        let ticker = myself.send_interval(hub.config().heartbeat_interval, || SubMsg::Tick);
         let mut state = State {
             hub,
             p,
@@ -226,7 +250,6 @@ impl Actor for Subscription {
             persisted: 0,
             active: false,
             awaiting_room: false,
-            ticker: Some(ticker),
         };
         state.pump(&myself);
         Ok(state)
@@ -267,13 +290,8 @@ impl Actor for Subscription {
             }
             SubMsg::Tick => {
                 if !s.active {
-                    let hb = pb::SubscribeResponse {
-                        msg: Some(Msg::Heartbeat(pb::Heartbeat {
-                            head_seq: s.known_head,
-                            at: Some(convert::timestamp(s.hub.now())),
-                        })),
-                    };
-                    if let Err(mpsc::error::TrySendError::Closed(_)) = s.out.try_send(Ok(hb)) {
+                    let hb = Out::Heartbeat(s.known_head, s.hub.now());
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = s.out.try_send(hb) {
                         myself.stop(None);
                     }
                 }
@@ -305,9 +323,6 @@ impl Actor for Subscription {
 
     async fn post_stop(&self, _myself: ActorRef<SubMsg>, s: &mut State) -> Result<(), ActorProcessingErr> {
         s.persist_ack();
-        if let Some(t) = s.ticker.take() {
-            t.abort();
-        }
         Ok(())
     }
 }
@@ -384,10 +399,7 @@ impl State {
 
     /// Writes one event; false when the client is gone (the actor is stopping).
     fn send(&mut self, myself: &ActorRef<SubMsg>, ev: &StoredEvent) -> bool {
-        let msg = pb::SubscribeResponse {
-            msg: Some(Msg::Event(convert::event(ev))),
-        };
-        match self.out.try_send(Ok(msg)) {
+        match self.out.try_send(Out::Event(ev.clone())) {
             Ok(()) => {
                 self.highest_sent = ev.seq;
                 self.active = true;
@@ -531,7 +543,7 @@ pub(crate) async fn open(hub: Hub, params: SubscribeParams) -> Result<Opened, Ap
     })?;
     Ok(Opened {
         actor,
-        stream: response_stream(rx, term_rx, token),
+        stream: response_stream(rx, Out::into_wire, term_rx, token),
         closed,
     })
 }
@@ -543,14 +555,15 @@ pub struct Opened {
     /// The response stream.
     pub stream: ResponseStream<pb::SubscribeResponse>,
     /// A handle on the outbox whose `closed()` resolves when the client is gone.
-    pub closed: Outbox<pb::SubscribeResponse>,
+    pub closed: Outbox,
 }
 
 /// The outbox as a response stream that always ends with a status: the actor's terminal
 /// one (ABORTED, INVALID_ARGUMENT...), UNAVAILABLE at shutdown (ahead of anything still
 /// queued), or UNAVAILABLE if the actor died without one. Never a silent clean end.
-pub(crate) fn response_stream<T: Send + 'static>(
-    rx: mpsc::Receiver<Result<T, Status>>,
+pub(crate) fn response_stream<I: Send + 'static, T: Send + 'static>(
+    rx: mpsc::Receiver<I>,
+    to_wire: fn(I) -> Result<T, Status>,
     terminal: oneshot::Receiver<Status>,
     shutdown: CancellationToken,
 ) -> ResponseStream<T> {
@@ -563,7 +576,7 @@ pub(crate) fn response_stream<T: Send + 'static>(
                 biased;
                 _ = shutdown.cancelled() => Some((Err(shutting_down()), None)),
                 t = &mut term => Some((Err(t.unwrap_or_else(|_| lost())), None)),
-                item = rx.recv() => match item {
+                item = rx.recv() => match item.map(to_wire) {
                     Some(Ok(v)) => Some((Ok(v), Some((rx, term, shutdown)))),
                     Some(Err(s)) => Some((Err(s), None)),
                     None => Some((Err(term.await.unwrap_or_else(|_| lost())), None)),

@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use super::{registry::RegistryMsg, subscription::response_stream, Hub, Outbox, UserChange};
+use super::{registry::RegistryMsg, subscription::response_stream, Hub, UserChange};
 use crate::{
     auth::{
         policy::{authorize, Call},
@@ -43,7 +43,7 @@ pub struct State {
     hub: Hub,
     caller: Principal,
     open_signup: bool,
-    out: Outbox<pb::UserActivityEvent>,
+    out: mpsc::Sender<Result<pb::UserActivityEvent, Status>>,
     terminal: Option<oneshot::Sender<Status>>,
 }
 
@@ -171,5 +171,5 @@ pub(crate) async fn open(
         }
         let _ = actor.cast(WatchMsg::ClientGone);
     });
-    Ok(response_stream(rx, term_rx, token))
+    Ok(response_stream(rx, std::convert::identity, term_rx, token))
 }

@@ -137,7 +137,10 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // Checkpoints run in the background (Store::checkpoint), not inside a
+                // publisher's commit; this larger automatic threshold is only a backstop.
+                .pragma("wal_autocheckpoint", "16384");
             let pool = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
@@ -171,6 +174,15 @@ impl Store {
         let sql = "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
         dispatch!(&self.db, p => sqlx::query(sql).bind(key).bind(value).execute(p).await.map(|_| ()))?;
         self.setting(key).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Copies committed WAL pages into the SQLite database file without blocking writers
+    /// (PASSIVE), so commits never pay for a checkpoint. A no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        if let Db::Sqlite(p) = &self.db {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(p).await?;
+        }
+        Ok(())
     }
 
     /// Closes the pool after in-flight queries finish (SQLite checkpoints its WAL).
