@@ -129,7 +129,10 @@ impl ActivityService for Bare {
         tokio::spawn(async move { while let Some(Ok(_)) = inbound.next().await {} });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
-    async fn list_events(&self, _: Request<ListEventsRequest>) -> Result<Response<ListEventsResponse>, Status> {
+    async fn list_events(
+        &self,
+        _: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
         Err(Status::failed_precondition("the bare baseline keeps no history"))
     }
     async fn get_cursor(&self, _: Request<GetCursorRequest>) -> Result<Response<Cursor>, Status> {
@@ -139,7 +142,10 @@ impl ActivityService for Bare {
 
 fn bare_server(addr: &str) {
     let addr = addr.parse().expect("HOST:PORT");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -175,7 +181,11 @@ fn free_addr() -> String {
 async fn connect(addr: &str) -> Channel {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match Channel::from_shared(format!("http://{addr}")).unwrap().connect().await {
+        match Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+        {
             Ok(c) => return c,
             Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => panic!("server at {addr} did not come up: {e}"),
@@ -192,9 +202,27 @@ impl Target {
                 let db = std::env::var("HUB_BENCH_DATABASE_URL")
                     .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("hub.db").display()));
                 let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"))
-                    .args(["serve", "--listen", &addr, "--database-url", &db, "--metrics-listen", "off"])
-                    .args(["--password-hash-memory-kib", "64", "--password-hash-iterations", "1"])
-                    .args(["--bootstrap-admin-email", ADMIN, "--bootstrap-admin-password", PASSWORD])
+                    .args([
+                        "serve",
+                        "--listen",
+                        &addr,
+                        "--database-url",
+                        &db,
+                        "--metrics-listen",
+                        "off",
+                    ])
+                    .args([
+                        "--password-hash-memory-kib",
+                        "64",
+                        "--password-hash-iterations",
+                        "1",
+                    ])
+                    .args([
+                        "--bootstrap-admin-email",
+                        ADMIN,
+                        "--bootstrap-admin-password",
+                        PASSWORD,
+                    ])
                     .args(["--max-streams-per-connection", "2048", "--log-level", "warn"])
                     .stdout(Stdio::null())
                     .kill_on_drop(true)
@@ -211,6 +239,7 @@ impl Target {
                 (child, None)
             }
         };
+        eprintln!("{kind:?} server pid {}", child.id().unwrap_or(0));
         let mut channels = Vec::new();
         for _ in 0..connections.max(1) {
             channels.push(connect(&addr).await);
@@ -290,7 +319,11 @@ impl Target {
                 })
                 .await
                 .unwrap();
-                let mut s = c.subscribe(authed(ReceiverStream::new(rx), &token)).await.unwrap().into_inner();
+                let mut s = c
+                    .subscribe(authed(ReceiverStream::new(rx), &token))
+                    .await
+                    .unwrap()
+                    .into_inner();
                 let first = s.message().await.unwrap().unwrap();
                 assert!(matches!(first.msg, Some(subscribe_response::Msg::Subscribed(_))));
                 (tx, s)
@@ -342,7 +375,11 @@ async fn publish(kind: Kind, o: &Opts) -> f64 {
                 payload: vec![b'x'; 64].into(),
                 ..Default::default()
             });
-            let mut out = c.publish_stream(authed(tokio_stream::iter(reqs), &token)).await.unwrap().into_inner();
+            let mut out = c
+                .publish_stream(authed(tokio_stream::iter(reqs), &token))
+                .await
+                .unwrap()
+                .into_inner();
             let mut n = 0;
             while let Some(r) = out.message().await.unwrap() {
                 assert_eq!(r.deliveries.len(), 1);
@@ -398,7 +435,11 @@ async fn fanout(kind: Kind, ack_mode: AckMode, o: &Opts) -> f64 {
         payload: vec![b'x'; 64].into(),
         ..Default::default()
     });
-    let mut out = c.publish_stream(authed(tokio_stream::iter(reqs), &t.token)).await.unwrap().into_inner();
+    let mut out = c
+        .publish_stream(authed(tokio_stream::iter(reqs), &t.token))
+        .await
+        .unwrap()
+        .into_inner();
     while out.message().await.unwrap().is_some() {}
     let mut kept = Vec::new();
     while let Some(r) = readers.join_next().await {
@@ -417,7 +458,9 @@ async fn latency(kind: Kind, o: &Opts) -> Histogram<u64> {
     let t = Target::start(kind, n, n.div_ceil(STREAMS_PER_CONNECTION) + 1).await;
     let streams = t.subscribe_all(&t.users, AckMode::Explicit).await;
     let base = Instant::now();
-    let hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let hist = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap(),
+    ));
     let mut readers = Vec::new();
     for (tx, mut s) in streams {
         let hist = hist.clone();
@@ -440,7 +483,11 @@ async fn latency(kind: Kind, o: &Opts) -> Histogram<u64> {
     }
     let (tx, rx) = mpsc::channel::<PublishRequest>(4096);
     let mut c = t.client(t.channels.len() - 1);
-    let mut out = c.publish_stream(authed(ReceiverStream::new(rx), &t.token)).await.unwrap().into_inner();
+    let mut out = c
+        .publish_stream(authed(ReceiverStream::new(rx), &t.token))
+        .await
+        .unwrap()
+        .into_inner();
     let drain = tokio::spawn(async move { while let Ok(Some(_)) = out.message().await {} });
     let total = rate * secs;
     let per_tick = (rate / 1000).max(1);
@@ -492,7 +539,10 @@ fn parse_opts(args: &[String]) -> Opts {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
-            .map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name} takes a number")))
+            .map(|v| {
+                v.parse::<u64>()
+                    .unwrap_or_else(|_| panic!("{name} takes a number"))
+            })
     };
     Opts {
         subscribers: get("--subscribers").map(|v| v as usize),
@@ -515,7 +565,10 @@ fn main() {
         Some(s) if !s.starts_with("--") => panic!("unknown scenario {s}; one of {all:?}"),
         _ => all.to_vec(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let mut rows: Vec<(String, String, String, String)> = Vec::new();
         let ratio = |h: f64, b: f64| format!("{:.2}", h / b);
@@ -524,7 +577,12 @@ fn main() {
                 "publish" => {
                     let h = publish(Kind::Hub, &o).await;
                     let b = publish(Kind::Bare, &o).await;
-                    rows.push(("PublishStream, events/s committed".into(), format!("{h:.0}"), format!("{b:.0}"), ratio(h, b)));
+                    rows.push((
+                        "PublishStream, events/s committed".into(),
+                        format!("{h:.0}"),
+                        format!("{b:.0}"),
+                        ratio(h, b),
+                    ));
                 }
                 "fanout" => {
                     for mode in [AckMode::Explicit, AckMode::None] {
@@ -555,7 +613,12 @@ fn main() {
                 "idle" => {
                     let h = idle(Kind::Hub, &o).await;
                     let b = idle(Kind::Bare, &o).await;
-                    rows.push(("server RSS per idle subscription, bytes".into(), format!("{h:.0}"), format!("{b:.0}"), ratio(h, b)));
+                    rows.push((
+                        "server RSS per idle subscription, bytes".into(),
+                        format!("{h:.0}"),
+                        format!("{b:.0}"),
+                        ratio(h, b),
+                    ));
                 }
                 _ => unreachable!(),
             }

@@ -145,13 +145,13 @@ fn decode_row(user_id: u64, row: EventRow) -> StoreResult<StoredEvent> {
 
 /// A UUIDv7 whose time part is `micros` (ms precision) and the rest random.
 fn event_id_at(micros: i64) -> String {
-    let micros = micros.max(0) as u64;
-    let ts = uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        micros / 1_000_000,
-        ((micros % 1_000_000) * 1000) as u32,
-    );
-    uuid::Uuid::new_v7(ts).hyphenated().to_string()
+    // The thread-local RNG, not the OS one: no syscall per event.
+    let random: [u8; 10] = rand::random();
+    let ms = micros.max(0) as u64 / 1000;
+    uuid::Builder::from_unix_timestamp_millis(ms, &random)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 /// The smallest UUIDv7 text of the millisecond containing `micros`: every event id below
@@ -224,7 +224,7 @@ impl Store {
                 v
             };
             let mut live: HashSet<u64> = HashSet::with_capacity(wanted.len());
-            for chunk in wanted.chunks(CHUNK) {
+            for chunk in sized_chunks(&wanted) {
                 let mut q = QueryBuilder::new("SELECT id FROM users WHERE status <> 4 AND id IN (");
                 let mut sep = q.separated(", ");
                 for id in chunk {
@@ -291,7 +291,7 @@ impl Store {
             }
             let counts: Vec<(u64, i64)> = counts.into_iter().collect();
             let mut next: HashMap<u64, u64> = HashMap::with_capacity(counts.len());
-            for chunk in counts.chunks(CHUNK) {
+            for chunk in sized_chunks(&counts) {
                 let mut q = QueryBuilder::new("INSERT INTO heads (user_id, head_seq) ");
                 q.push_values(chunk, |mut b, (u, n)| {
                     b.push_bind(*u as i64).push_bind(*n);
@@ -335,7 +335,7 @@ impl Store {
                 });
                 bodies.push((i, (body, deliveries)));
             }
-            for chunk in bodies.chunks(CHUNK) {
+            for chunk in sized_chunks(&bodies) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO events (event_id, type, payload, content_type, attributes, published_at, publisher_id) ",
                 );
@@ -354,7 +354,7 @@ impl Store {
                 .iter()
                 .flat_map(|(_, (body, d))| d.iter().map(move |(u, s)| (*u, *s, body.as_ref())))
                 .collect();
-            for chunk in rows.chunks(CHUNK) {
+            for chunk in sized_chunks(&rows) {
                 let mut q = QueryBuilder::new("INSERT INTO inbox (user_id, seq, event_id, type, published_at) ");
                 q.push_values(chunk, |mut b, (u, s, body)| {
                     b.push_bind(*u as i64)
@@ -380,7 +380,7 @@ impl Store {
             }
 
             // 6. Acks: forward only.
-            for chunk in acks.chunks(CHUNK) {
+            for chunk in sized_chunks(acks) {
                 let mut q = QueryBuilder::new("INSERT INTO cursors (user_id, consumer_id, acked_seq, updated_at) ");
                 q.push_values(chunk, |mut b, a| {
                     b.push_bind(a.user_id as i64)
@@ -567,6 +567,26 @@ impl Store {
     }
 }
 
+/// Splits `v` into chunks of [`CHUNK`] rows and then powers of two (512, 256, ..., 1), so
+/// a multi-row statement comes in at most 11 shapes per table and every shape stays in
+/// the driver's prepared-statement cache instead of being parsed again for each batch.
+fn sized_chunks<T>(v: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = v;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = if rest.len() >= CHUNK {
+            CHUNK
+        } else {
+            1 << (usize::BITS - 1 - rest.len().leading_zeros())
+        };
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Some(head)
+    })
+}
+
 /// The LISTEN/NOTIFY channel servers sharing a PostgreSQL database talk on.
 pub const NOTIFY_CHANNEL: &str = "activity_hub";
 
@@ -601,6 +621,15 @@ fn duplicate(event_id: String, deliveries: &str) -> StoreResult<PublishOutcome> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_come_in_few_shapes() {
+        let v: Vec<u32> = (0..2_777).collect();
+        let sizes: Vec<usize> = sized_chunks(&v).map(<[u32]>::len).collect();
+        assert_eq!(sizes, vec![1000, 1000, 512, 256, 8, 1]);
+        assert_eq!(sized_chunks(&v).flatten().count(), v.len());
+        assert_eq!(sized_chunks::<u32>(&[]).count(), 0);
+    }
 
     #[test]
     fn event_ids_order_by_commit_time() {

@@ -140,7 +140,11 @@ impl Store {
                 .busy_timeout(Duration::from_secs(10))
                 // Checkpoints run in the background (Store::checkpoint), not inside a
                 // publisher's commit; this larger automatic threshold is only a backstop.
-                .pragma("wal_autocheckpoint", "16384");
+                .pragma("wal_autocheckpoint", "16384")
+                // Statement journals of multi-row upserts stay in memory, and a 64 MiB page
+                // cache keeps the hot index pages of the log resident.
+                .pragma("temp_store", "memory")
+                .pragma("cache_size", "-65536");
             let pool = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
