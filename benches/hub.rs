@@ -47,11 +47,13 @@ const STREAMS_PER_CONNECTION: usize = 1000;
 
 // ---------------------------------------------------------------- the bare baseline
 
+type SubscriberTx = mpsc::Sender<Result<SubscribeResponse, Status>>;
+
 /// The activity service with nothing behind it: publishes are answered at once and
 /// pushed straight into subscribers' channels.
 #[derive(Clone, Default)]
 struct Bare {
-    subs: Arc<DashMap<u64, Vec<mpsc::Sender<Result<SubscribeResponse, Status>>>>>,
+    subs: Arc<DashMap<u64, Vec<SubscriberTx>>>,
     seq: Arc<AtomicU64>,
 }
 
