@@ -73,6 +73,8 @@ pub struct HubStats {
     pub subscriptions: AtomicI64,
     /// Open UserActivity watcher actors.
     pub watchers: AtomicI64,
+    /// (watcher, watched user) pairs in place.
+    pub watches: AtomicI64,
     /// Events committed.
     pub published: AtomicU64,
     /// Events written to subscription streams.

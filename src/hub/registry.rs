@@ -166,13 +166,17 @@ impl Actor for Registry {
                 let id = watcher.get_id();
                 if state.watcher_targets.entry(id).or_default().insert(target) {
                     state.watchers.entry(target).or_default().push(watcher);
+                    state.stats.watches.fetch_add(1, Ordering::Relaxed);
                 }
             }
             RegistryMsg::Unwatch { target, watcher } => {
-                if let Some(t) = state.watcher_targets.get_mut(&watcher) {
-                    t.remove(&target);
+                if state
+                    .watcher_targets
+                    .get_mut(&watcher)
+                    .is_some_and(|t| t.remove(&target))
+                {
+                    state.remove_watch(target, watcher);
                 }
-                state.remove_watch(target, watcher);
             }
             RegistryMsg::WatcherStarted(id) => {
                 state.watcher_targets.entry(id).or_default();
@@ -262,7 +266,11 @@ impl State {
 
     fn remove_watch(&mut self, target: u64, id: ActorId) {
         if let Some(list) = self.watchers.get_mut(&target) {
+            let before = list.len();
             list.retain(|w| w.get_id() != id);
+            self.stats
+                .watches
+                .fetch_sub((before - list.len()) as i64, Ordering::Relaxed);
             if list.is_empty() {
                 self.watchers.remove(&target);
             }

@@ -1002,10 +1002,8 @@ async fn user_activity_reports_lifecycle_changes() {
         .await
         .unwrap()
         .into_inner();
-    let watchers = || s.hub.stats().watchers.load(std::sync::atomic::Ordering::Relaxed);
-    eventually(Duration::from_secs(5), "watcher registered", || watchers() == 1).await;
-    // Registration of the watch itself is asynchronous; give it a round trip.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let watches = || s.hub.stats().watches.load(std::sync::atomic::Ordering::Relaxed);
+    eventually(Duration::from_secs(5), "the watch is in place", || watches() == 1).await;
     let (carol, carol_token) = s.user_with_token("carol", &[]).await;
     let e = next(&mut watch).await;
     assert_eq!((e.kind, e.user_id), (Kind::Created as i32, carol.id));
@@ -1063,6 +1061,20 @@ async fn user_activity_reports_lifecycle_changes() {
         }
     };
     assert_eq!(end.code(), Code::PermissionDenied);
+    // Unsubscribing removes the watch; closing the stream removes the watcher.
+    tx.send(UserActivityRequest {
+        action: Action::UnsubscribeUserUpdates as i32,
+        user_id: 0,
+    })
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(5), "the watch is removed", || watches() == 0).await;
     drop(tx);
+    drop(watch);
+    let watchers = || s.hub.stats().watchers.load(std::sync::atomic::Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "watcher actors stopped", || {
+        watchers() == 0
+    })
+    .await;
     s.stop().await;
 }
