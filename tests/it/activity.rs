@@ -1078,3 +1078,45 @@ async fn user_activity_reports_lifecycle_changes() {
     .await;
     s.stop().await;
 }
+
+/// Two servers on one PostgreSQL database: a publish on one reaches a subscriber on the
+/// other live, and a consumer reconnecting to the other server replaces its old stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_sharing_postgres_deliver_and_replace_across() {
+    if crate::helpers::pg_url().is_none() {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: servers_sharing_postgres_deliver_and_replace_across (TEST_DATABASE_URL is not set)"
+        );
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = TestServer::start(&db, &[]).await;
+    let b = TestServer::start(&db, &[]).await;
+    let (publisher, alice, alice_token) = cast(&a).await;
+    let phone = || Start {
+        consumer_id: "phone".into(),
+        ..start(0)
+    };
+    let mut on_b = Sub::open(&b.channel, &alice_token, phone()).await.unwrap();
+    for i in 1..=3u64 {
+        let r = publish(&a, &publisher, event_req(&[alice.id], "t", format!("{i}")))
+            .await
+            .unwrap();
+        assert_eq!(r.deliveries[0].seq, i);
+        let e = on_b.event().await;
+        assert_eq!(
+            (e.seq, &e.payload[..]),
+            (i, format!("{i}").as_bytes()),
+            "live across servers"
+        );
+        on_b.ack(i).await;
+    }
+    // The device reconnects to server A: its stale stream on B ends with ABORTED.
+    let _on_a = Sub::open(&a.channel, &alice_token, phone()).await.unwrap();
+    let end = on_b.end().await;
+    assert_eq!(end.code(), Code::Aborted, "{end:?}");
+    a.stop().await;
+    b.stop().await;
+}
