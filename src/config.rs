@@ -145,8 +145,9 @@ pub struct ServeConfig {
     pub idempotency_window: Duration,
 
     /// Most publishes committed in one transaction (group commit). A batch closes at this
-    /// size or when the previous commit finishes, whichever comes first.
-    #[arg(long, env = "HUB_PUBLISH_BATCH_MAX", default_value_t = 2048)]
+    /// size (or 32 MiB of payload) or when the previous commit finishes, whichever comes
+    /// first; larger batches raise throughput under load, smaller ones cap commit latency.
+    #[arg(long, env = "HUB_PUBLISH_BATCH_MAX", default_value_t = 8192)]
     pub publish_batch_max: usize,
 
     /// Largest event payload accepted, in bytes (larger: RESOURCE_EXHAUSTED).

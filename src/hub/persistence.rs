@@ -22,6 +22,9 @@ use crate::{
 
 type Reply = oneshot::Sender<Result<PublishOutcome, ApiError>>;
 
+/// Most payload bytes in one commit: bounds a batch's memory when payloads are large.
+const BATCH_BYTES: usize = 32 << 20;
+
 /// Messages of the persistence actor.
 pub enum PersistMsg {
     /// Commit this event; answer when committed.
@@ -177,7 +180,17 @@ impl State {
             return;
         }
         self.committing = true;
-        let n = self.queue.len().min(self.args.config.publish_batch_max);
+        // Close the batch at the configured count or at BATCH_BYTES of payload, whichever
+        // comes first (always at least one publish).
+        let mut n = 0;
+        let mut bytes = 0;
+        for (ev, _) in &self.queue {
+            if n == self.args.config.publish_batch_max || (n > 0 && bytes + ev.payload.len() > BATCH_BYTES) {
+                break;
+            }
+            bytes += ev.payload.len();
+            n += 1;
+        }
         let batch: Vec<(Arc<NewEvent>, Reply)> = self.queue.drain(..n).collect();
         let acks: Vec<AckRecord> = std::mem::take(&mut self.acks)
             .into_iter()
