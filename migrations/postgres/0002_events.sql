@@ -50,6 +50,3 @@ CREATE TABLE idempotency (
     created_at   BIGINT NOT NULL,
     PRIMARY KEY (publisher_id, key)
 );
-
--- Age-based retention finds old deliveries without scanning.
-CREATE INDEX inbox_published_at ON inbox (published_at);

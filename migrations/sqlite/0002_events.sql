@@ -49,6 +49,3 @@ CREATE TABLE idempotency (
     created_at   INTEGER NOT NULL,
     PRIMARY KEY (publisher_id, key)
 ) WITHOUT ROWID;
-
--- Age-based retention finds old deliveries without scanning.
-CREATE INDEX inbox_published_at ON inbox (published_at);

@@ -513,15 +513,25 @@ impl Store {
             }
         }
         if let Some(cutoff) = policy.cutoff_micros {
-            loop {
-                let sql = "DELETE FROM inbox WHERE (user_id, seq) IN \
-                           (SELECT user_id, seq FROM inbox WHERE published_at < $1 LIMIT 1000)";
-                let n = dispatch!(&self.db, p => sqlx::query(sql).bind(cutoff)
+            // Without an index on time (it cost ~40% of publish throughput): a recipient's
+            // seqs are in commit order, so its expired deliveries are a prefix of its inbox.
+            // One read finds the recipients whose oldest delivery expired (an index probe
+            // each); for each, the first unexpired seq bounds a primary-key range delete.
+            let sql = "SELECT h.user_id FROM heads h WHERE \
+                       (SELECT i.published_at FROM inbox i WHERE i.user_id = h.user_id \
+                        ORDER BY i.seq LIMIT 1) < $1";
+            let expired: Vec<(i64,)> =
+                dispatch!(&self.db, p => sqlx::query_as(sql).bind(cutoff).fetch_all(p).await)?;
+            for (user,) in expired {
+                let sql = "SELECT seq FROM inbox WHERE user_id = $1 AND published_at >= $2 \
+                           ORDER BY seq LIMIT 1";
+                let keep: Option<(i64,)> = dispatch!(&self.db, p => sqlx::query_as(sql)
+                    .bind(user).bind(cutoff).fetch_optional(p).await)?;
+                let below = keep.map_or(i64::MAX, |(s,)| s);
+                let sql = "DELETE FROM inbox WHERE user_id = $1 AND seq < $2";
+                let n = dispatch!(&self.db, p => sqlx::query(sql).bind(user).bind(below)
                     .execute(p).await.map(|r| r.rows_affected()))?;
                 pruned.deliveries += n;
-                if n < 1000 {
-                    break;
-                }
             }
             let floor = event_id_floor(cutoff);
             loop {

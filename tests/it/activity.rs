@@ -157,6 +157,7 @@ crate::dual!(
     replay_live_seam_loses_nothing,
     resumption_continues_after_the_acked_seq,
     retention_prunes_and_reports_truncation,
+    age_retention_keeps_what_is_younger,
     idempotency_key_returns_the_first_event,
     types_filter_and_ack_mode_none,
     one_live_stream_per_consumer,
@@ -405,6 +406,41 @@ async fn retention_prunes_and_reports_truncation(b: Backend) {
         (sub3.subscribed.earliest_seq, sub3.subscribed.resume_after),
         (11, 10)
     );
+    s.stop().await;
+}
+
+async fn age_retention_keeps_what_is_younger(b: Backend) {
+    let db = TestDb::new(b).await;
+    let s = TestServer::start(&db, &["--retention-max-age", "1h"]).await;
+    let (publisher, alice, alice_token) = cast(&s).await;
+    let (bob, bob_token) = s.user_with_token("bob", &[]).await;
+    let old = (0..3)
+        .map(|_| event_req(&[alice.id, bob.id], "t", "old"))
+        .collect();
+    publish_stream(&s.channel, &publisher, old).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let boundary = activity_hub::store::now_micros();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let young = (0..2).map(|_| event_req(&[alice.id], "t", "young")).collect();
+    publish_stream(&s.channel, &publisher, young).await;
+    // As if an hour had passed since `boundary`: the three older events expire.
+    let pruned = s.hub.prune_at(boundary + 3600 * 1_000_000).await.unwrap();
+    assert_eq!(pruned.deliveries, 3 + 3);
+    let seqs = |token: String| {
+        let mut c = client(&s.channel);
+        async move {
+            c.list_events(authed(ListEventsRequest::default(), &token))
+                .await
+                .unwrap()
+                .into_inner()
+                .events
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(seqs(alice_token).await, vec![4, 5]);
+    assert!(seqs(bob_token).await.is_empty());
     s.stop().await;
 }
 
