@@ -33,8 +33,14 @@ async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
     config.validate()?;
     if config.metrics_listen != "off" {
         let addr: std::net::SocketAddr = config.metrics_listen.parse()?;
+        use activity_hub::hub::metrics as m;
+        use metrics_exporter_prometheus::Matcher;
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
+            .set_buckets_for_metric(Matcher::Full(m::BATCH_SIZE.into()), m::BATCH_BUCKETS)
+            .map_err(|e| format!("metrics buckets: {e}"))?
+            .set_buckets_for_metric(Matcher::Full(m::COMMIT_SECONDS.into()), m::COMMIT_BUCKETS)
+            .map_err(|e| format!("metrics buckets: {e}"))?
             .install()
             .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
     }

@@ -17,6 +17,7 @@
 //! - [`notify`]: on PostgreSQL, servers sharing the database tell each other about
 //!   commits, consumer takeovers and user changes with LISTEN/NOTIFY.
 
+pub mod metrics;
 pub mod notify;
 pub mod persistence;
 pub mod registry;

@@ -130,6 +130,7 @@ impl Actor for Persistence {
                     tokio::spawn(async move {
                         match store.prune(policy).await {
                             Ok(p) if p.deliveries + p.events > 0 => {
+                                super::metrics::pruned(p.deliveries);
                                 tracing::debug!(
                                     deliveries = p.deliveries,
                                     events = p.events,
@@ -210,6 +211,7 @@ impl State {
             let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let now = now_micros();
             let cutoff = now.saturating_sub(window.as_micros() as i64);
+            let started = std::time::Instant::now();
             match store.commit_batch(&items, &acks, now, cutoff, &origin).await {
                 Ok(outcomes) => {
                     let committed: Vec<_> = outcomes
@@ -222,6 +224,8 @@ impl State {
                         })
                         .collect();
                     stats.batches.fetch_add(1, Ordering::Relaxed);
+                    let deliveries: usize = committed.iter().map(|(_, d)| d.len()).sum();
+                    super::metrics::committed(committed.len(), deliveries, acks.len(), started.elapsed());
                     stats
                         .published
                         .fetch_add(committed.len() as u64, Ordering::Relaxed);
@@ -234,6 +238,7 @@ impl State {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, publishes = items.len(), acks = acks.len(), "commit failed");
+                    super::metrics::commit_failed();
                     let unavailable = matches!(e, StoreError::Unavailable(_));
                     for reply in replies {
                         let err = if unavailable {

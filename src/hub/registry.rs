@@ -134,6 +134,7 @@ impl Actor for Registry {
                 state.subs.entry(user_id).or_default().push(sub.clone());
                 state.by_id.insert(sub.get_id(), (user_id, consumer));
                 state.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+                state.report();
                 let _ = reply.send(());
             }
             RegistryMsg::Committed(batch) => state.route(batch),
@@ -181,6 +182,7 @@ impl Actor for Registry {
             RegistryMsg::WatcherStarted(id) => {
                 state.watcher_targets.entry(id).or_default();
                 state.stats.watchers.fetch_add(1, Ordering::Relaxed);
+                state.report();
             }
             RegistryMsg::UserChanged(change) => {
                 let mut sent = HashSet::new();
@@ -240,6 +242,13 @@ impl State {
         }
     }
 
+    fn report(&self) {
+        super::metrics::streams(
+            self.stats.subscriptions.load(Ordering::Relaxed),
+            self.stats.watchers.load(Ordering::Relaxed),
+        );
+    }
+
     fn forget(&mut self, id: ActorId) {
         if let Some((user, consumer)) = self.by_id.remove(&id) {
             if let Some(list) = self.subs.get_mut(&user) {
@@ -262,6 +271,7 @@ impl State {
             }
             self.stats.watchers.fetch_sub(1, Ordering::Relaxed);
         }
+        self.report();
     }
 
     fn remove_watch(&mut self, target: u64, id: ActorId) {

@@ -334,7 +334,7 @@ impl State {
             return;
         }
         if ev.seq != self.tail + 1 {
-            self.behind = true;
+            self.fall_behind();
             return;
         }
         if !self.wants(&ev) {
@@ -343,11 +343,18 @@ impl State {
         }
         if self.pending.len() >= self.p.window as usize {
             // No room: drop it; the store has it and we read it back later.
-            self.behind = true;
+            self.fall_behind();
             return;
         }
         self.tail = ev.seq;
         self.pending.push_back(ev);
+    }
+
+    fn fall_behind(&mut self) {
+        if !self.behind {
+            self.behind = true;
+            super::metrics::stalled();
+        }
     }
 
     fn wants(&self, ev: &StoredEvent) -> bool {
@@ -408,6 +415,7 @@ impl State {
                     AckMode::None => self.acked = ev.seq,
                 }
                 self.hub.stats().delivered.fetch_add(1, Ordering::Relaxed);
+                super::metrics::delivered(1);
                 true
             }
             Err(_) => {

@@ -16,7 +16,7 @@ use crate::{
     helpers::{authed, base_args, Backend, TestDb, ADMIN_EMAIL, ADMIN_PASSWORD},
 };
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -24,14 +24,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn spawn_server(db: &TestDb) -> (Child, Channel) {
+pub async fn spawn_server(db: &TestDb) -> (Child, Channel) {
+    spawn_server_with(db, &[]).await
+}
+
+/// The real binary on `db`, with `extra` flags replacing or adding to the test defaults.
+pub async fn spawn_server_with(db: &TestDb, extra: &[&str]) -> (Child, Channel) {
     let port = free_port();
     let mut args = vec![
         "serve".to_string(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
     ];
-    args.extend(base_args(db));
+    let mut base = base_args(db);
+    for flag in extra.iter().filter(|a| a.starts_with("--")) {
+        if let Some(i) = base.iter().position(|b| b == flag) {
+            base.drain(i..i + 2);
+        }
+    }
+    args.extend(base);
+    args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(["--log-level".to_string(), "warn".into()]);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"))
         .args(&args)
@@ -56,7 +68,7 @@ async fn spawn_server(db: &TestDb) -> (Child, Channel) {
     }
 }
 
-async fn admin(ch: &Channel) -> (String, u64) {
+pub async fn admin(ch: &Channel) -> (String, u64) {
     let r = AuthServiceClient::new(ch.clone())
         .login(LoginRequest {
             identifier: Some(Identifier::Email(ADMIN_EMAIL.into())),

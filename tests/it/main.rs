@@ -5,5 +5,6 @@ mod activity;
 mod auth;
 mod crash;
 mod helpers;
+mod metrics;
 mod server;
 mod users;
