@@ -1,11 +1,13 @@
 //! How server streams end at shutdown: every response stream is wrapped by
-//! [`end_on_shutdown`], which ends it with UNAVAILABLE the moment shutdown begins, ahead of
-//! anything still queued, so a client never mistakes a cut stream for a complete one and
-//! resumes elsewhere.
+//! [`end_on_shutdown`] (or, for the hub's stream actors, built by [`actor_stream`], which
+//! does the same in the one `select` it needs anyway), ending it with UNAVAILABLE the
+//! moment shutdown begins, ahead of anything still queued, so a client never mistakes a
+//! cut stream for a complete one and resumes elsewhere.
 
 use std::pin::Pin;
 
 use futures_util::{stream, Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -32,6 +34,35 @@ pub fn end_on_shutdown<T: Send + 'static>(
                 biased;
                 _ = token.cancelled() => Some((Err(shutting_down()), (s, token, true))),
                 item = s.next() => item.map(|i| (i, (s, token, false))),
+            }
+        },
+    ))
+}
+
+/// A stream actor's outbox as a response stream that always ends with a status: the actor's terminal
+/// one (ABORTED, INVALID_ARGUMENT...), UNAVAILABLE at shutdown (ahead of anything still
+/// queued), or UNAVAILABLE if the actor died without one. Never a silent clean end.
+/// Items are converted to the wire by `to_wire` here, on the transport's task.
+pub(crate) fn actor_stream<I: Send + 'static, T: Send + 'static>(
+    rx: mpsc::Receiver<I>,
+    to_wire: fn(I) -> Result<T, Status>,
+    terminal: oneshot::Receiver<Status>,
+    shutdown: CancellationToken,
+) -> ResponseStream<T> {
+    let lost = || Status::unavailable("the stream ended unexpectedly; reconnect to resume");
+    Box::pin(stream::unfold(
+        Some((rx, terminal, shutdown)),
+        move |st| async move {
+            let (mut rx, mut term, shutdown) = st?;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => Some((Err(shutting_down()), None)),
+                t = &mut term => Some((Err(t.unwrap_or_else(|_| lost())), None)),
+                item = rx.recv() => match item.map(to_wire) {
+                    Some(Ok(v)) => Some((Ok(v), Some((rx, term, shutdown)))),
+                    Some(Err(s)) => Some((Err(s), None)),
+                    None => Some((Err(term.await.unwrap_or_else(|_| lost())), None)),
+                },
             }
         },
     ))

@@ -13,7 +13,7 @@ use crate::{
         Auth, Principal,
     },
     error::ApiError,
-    hub::{subscription::SubMsg, Hub},
+    hub::{forward_requests, subscription::SubMsg, Hub},
     lifecycle::{end_on_shutdown, ResponseStream},
     proto::activity::v1::{self as pb, activity_service_server::ActivityService, subscribe_request},
     store::events::PublishOutcome,
@@ -43,14 +43,10 @@ impl ActivityApi {
         }
     }
 
-    async fn principal<T>(
-        &self,
-        req: &Request<T>,
-        call: impl FnOnce(u64) -> Call,
-    ) -> Result<Principal, ApiError> {
+    /// An authenticated caller allowed to publish.
+    async fn publisher<T>(&self, req: &Request<T>) -> Result<Principal, ApiError> {
         let caller = self.auth.authenticate(req.metadata()).await?;
-        let id = caller.map_or(0, |p| p.user_id);
-        authorize(caller.as_ref(), call(id), false)?;
+        authorize(caller.as_ref(), Call::Publish, false)?;
         caller.ok_or_else(|| ApiError::Unauthenticated("missing credentials".into()))
     }
 
@@ -101,7 +97,7 @@ impl ActivityService for ActivityApi {
         &self,
         req: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        let caller = self.principal(&req, |_| Call::Publish).await?;
+        let caller = self.publisher(&req).await?;
         let event = convert::new_event(req.into_inner(), caller.user_id, self.limits)?;
         let outcome = self.hub.publish(event).await?;
         Ok(Response::new(respond(outcome)?))
@@ -113,7 +109,7 @@ impl ActivityService for ActivityApi {
         &self,
         req: Request<Streaming<pb::PublishRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
-        let caller = self.principal(&req, |_| Call::Publish).await?;
+        let caller = self.publisher(&req).await?;
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(1024);
         let hub = self.hub.clone();
@@ -163,7 +159,7 @@ impl ActivityService for ActivityApi {
                 }
             }
         });
-        let token = self.hub_shutdown();
+        let token = self.hub.shutdown_token().clone();
         Ok(Response::new(end_on_shutdown(ReceiverStream::new(rx), token)))
     }
 
@@ -192,44 +188,22 @@ impl ActivityService for ActivityApi {
             None => return Err(ApiError::invalid("start", "the stream ended before its Start").into()),
         };
         let params = convert::start(start, principal.user_id, self.hub.config().default_window)?;
-        let recipient = self.recipient(caller, params.user_id).await?;
-        debug_assert_eq!(recipient, params.user_id);
+        self.recipient(caller, params.user_id).await?;
         let opened = self.hub.subscribe(params).await?;
-        let (actor, closed) = (opened.actor, opened.closed);
-        tokio::spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    _ = closed.closed() => break,
-                    m = inbound.next() => m,
-                };
-                let m = match msg {
-                    Some(Ok(pb::SubscribeRequest {
-                        msg: Some(subscribe_request::Msg::Ack(a)),
-                    })) => SubMsg::Ack(a.seq),
-                    Some(Ok(pb::SubscribeRequest {
-                        msg: Some(subscribe_request::Msg::Start(_)),
-                    })) => SubMsg::Fail(
-                        ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it")
-                            .into(),
-                    ),
-                    Some(Ok(pb::SubscribeRequest { msg: None })) => {
-                        SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into())
-                    }
-                    // Reset or disconnected.
-                    Some(Err(_)) => break,
-                    // A half-close is normal (e.g. ACK_MODE_NONE): keep streaming until the
-                    // client goes away.
-                    None => {
-                        closed.closed().await;
-                        break;
-                    }
-                };
-                if actor.cast(m).is_err() {
-                    return;
-                }
-            }
-            let _ = actor.cast(SubMsg::ClientGone);
-        });
+        let closed = opened.closed;
+        forward_requests(
+            inbound,
+            async move { closed.closed().await },
+            opened.actor,
+            |r| match r.msg {
+                Some(subscribe_request::Msg::Ack(a)) => SubMsg::Ack(a.seq),
+                Some(subscribe_request::Msg::Start(_)) => SubMsg::Fail(
+                    ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it").into(),
+                ),
+                None => SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into()),
+            },
+            SubMsg::ClientGone,
+        );
         Ok(Response::new(opened.stream))
     }
 
@@ -271,12 +245,6 @@ impl ActivityService for ActivityApi {
             acked_seq,
             head_seq,
         }))
-    }
-}
-
-impl ActivityApi {
-    fn hub_shutdown(&self) -> tokio_util::sync::CancellationToken {
-        self.hub.shutdown_token().clone()
     }
 }
 

@@ -26,7 +26,7 @@ pub mod watch;
 
 use std::{
     sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicI64, Ordering},
         Arc,
     },
     time::Duration,
@@ -41,7 +41,7 @@ use crate::{
     proto::user::v1 as userpb,
     store::{
         events::{NewEvent, Pruned, PublishOutcome, StoredEvent},
-        now_micros, Store,
+        Backend, Store,
     },
 };
 use persistence::{PersistMsg, Persistence};
@@ -76,12 +76,6 @@ pub struct HubStats {
     pub watchers: AtomicI64,
     /// (watcher, watched user) pairs in place.
     pub watches: AtomicI64,
-    /// Events committed.
-    pub published: AtomicU64,
-    /// Events written to subscription streams.
-    pub delivered: AtomicU64,
-    /// Commits (batches).
-    pub batches: AtomicU64,
 }
 
 struct Inner {
@@ -98,6 +92,44 @@ struct Inner {
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
+}
+
+/// Feeds the client's half of a bidi call to its stream actor as `to_msg(request)`, until
+/// the client goes away: then `gone`. A reset ends it at once; a half-close does not (the
+/// server keeps streaming), so it then waits for `client_gone` (the outbox closing).
+pub(crate) fn forward_requests<Req, M>(
+    mut inbound: tonic::Streaming<Req>,
+    client_gone: impl std::future::Future<Output = ()> + Send + 'static,
+    actor: ActorRef<M>,
+    to_msg: fn(Req) -> M,
+    gone: M,
+) where
+    Req: Send + 'static,
+    M: ractor::Message,
+{
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        tokio::pin!(client_gone);
+        loop {
+            let msg = tokio::select! {
+                _ = &mut client_gone => break,
+                m = inbound.next() => m,
+            };
+            match msg {
+                Some(Ok(req)) => {
+                    if actor.cast(to_msg(req)).is_err() {
+                        return;
+                    }
+                }
+                Some(Err(_)) => break,
+                None => {
+                    client_gone.await;
+                    break;
+                }
+            }
+        }
+        let _ = actor.cast(gone);
+    });
 }
 
 /// A user lifecycle change, as UserActivity watchers receive it.
@@ -123,7 +155,6 @@ impl Hub {
                 store: store.clone(),
                 registry: registry.clone(),
                 config: config.clone(),
-                stats: stats.clone(),
                 origin: origin.clone(),
             },
         )
@@ -140,7 +171,7 @@ impl Hub {
                 shutdown,
             }),
         };
-        if hub.inner.store.is_shared() {
+        if hub.shared() {
             notify::spawn_listener(hub.clone()).await?;
         }
         Ok(hub)
@@ -158,6 +189,11 @@ impl Hub {
 
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Whether other servers may share the store (PostgreSQL), so changes are announced.
+    pub(crate) fn shared(&self) -> bool {
+        self.inner.store.backend() == Backend::Postgres
     }
 
     pub(crate) fn registry(&self) -> &ActorRef<RegistryMsg> {
@@ -272,7 +308,7 @@ impl Hub {
 
     /// Tells watchers about a user change (local ones now, other servers via the store).
     pub fn user_changed(&self, change: UserChange) {
-        if self.inner.store.is_shared() {
+        if self.shared() {
             notify::announce_user_change(self.clone(), &change);
         }
         let _ = self.inner.registry.cast(RegistryMsg::UserChanged(change));
@@ -300,9 +336,5 @@ impl Hub {
         self.flush().await;
         self.inner.persistence.stop(None);
         self.inner.registry.stop(None);
-    }
-
-    pub(crate) fn now(&self) -> i64 {
-        now_micros()
     }
 }

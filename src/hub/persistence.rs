@@ -6,12 +6,12 @@
 //! are assigned in commit order and a pipelined publisher's requests commit in order.
 //! The commit itself runs in a task so the mailbox keeps filling meanwhile.
 
-use std::{collections::BTreeMap, sync::atomic::Ordering, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
-use super::{registry::RegistryMsg, HubConfig, HubStats};
+use super::{registry::RegistryMsg, HubConfig};
 use crate::{
     error::ApiError,
     store::{
@@ -50,7 +50,6 @@ pub struct Args {
     pub(crate) store: Store,
     pub(crate) registry: ActorRef<RegistryMsg>,
     pub(crate) config: HubConfig,
-    pub(crate) stats: Arc<HubStats>,
     pub(crate) origin: String,
 }
 
@@ -203,7 +202,6 @@ impl State {
             .collect();
         let store = self.args.store.clone();
         let registry = self.args.registry.clone();
-        let stats = self.args.stats.clone();
         let window = self.args.config.idempotency_window;
         let origin = self.args.origin.clone();
         let me = myself.clone();
@@ -223,12 +221,8 @@ impl State {
                             _ => None,
                         })
                         .collect();
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
                     let deliveries: usize = committed.iter().map(|(_, d)| d.len()).sum();
                     super::metrics::committed(committed.len(), deliveries, acks.len(), started.elapsed());
-                    stats
-                        .published
-                        .fetch_add(committed.len() as u64, Ordering::Relaxed);
                     if !committed.is_empty() {
                         let _ = registry.cast(RegistryMsg::Committed(committed));
                     }

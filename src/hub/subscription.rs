@@ -12,19 +12,17 @@
 //! unacked ones (ACK_MODE_EXPLICIT), or its capacity (ACK_MODE_NONE). Anything beyond is
 //! dropped and read back from the store when the client catches up.
 
-use std::{collections::VecDeque, sync::atomic::Ordering};
+use std::collections::VecDeque;
 
-use futures_util::stream;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::{persistence::PersistMsg, registry::RegistryMsg, Hub};
 use crate::{
     activity::convert,
     error::ApiError,
-    lifecycle::{shutting_down, ResponseStream},
+    lifecycle::{actor_stream, ResponseStream},
     proto::activity::v1::{self as pb, subscribe_response::Msg},
     store::events::{AckRecord, StoredEvent},
 };
@@ -170,6 +168,8 @@ pub struct State {
     persisted: u64,
     active: bool,
     awaiting_room: bool,
+    /// Events written since the metric was last updated (once per message, not per event).
+    delivered: u64,
 }
 
 impl Actor for Subscription {
@@ -194,17 +194,13 @@ impl Actor for Subscription {
         })?;
         rx.await?;
         if let Some(c) = &p.consumer_id {
-            if hub.store().is_shared() {
+            if hub.shared() {
                 super::notify::announce_consumer(hub.clone(), p.user_id, c.clone());
             }
         }
         let store = hub.store();
-        let head = store.head_seq(p.user_id).await.map_err(ApiError::from)?;
-        let earliest = store
-            .earliest_seq(p.user_id)
-            .await
-            .map_err(ApiError::from)?
-            .unwrap_or(head + 1);
+        let (head, earliest) = store.bounds(p.user_id).await.map_err(ApiError::from)?;
+        let earliest = earliest.unwrap_or(head + 1);
         let requested = match p.start_from {
             StartFrom::Cursor => match &p.consumer_id {
                 Some(c) => store.cursor(p.user_id, c).await.map_err(ApiError::from)?,
@@ -250,8 +246,10 @@ impl Actor for Subscription {
             persisted: 0,
             active: false,
             awaiting_room: false,
+            delivered: 0,
         };
         state.pump(&myself);
+        state.report_delivered();
         Ok(state)
     }
 
@@ -290,7 +288,7 @@ impl Actor for Subscription {
             }
             SubMsg::Tick => {
                 if !s.active {
-                    let hb = Out::Heartbeat(s.known_head, s.hub.now());
+                    let hb = Out::Heartbeat(s.known_head, crate::store::now_micros());
                     if let Err(mpsc::error::TrySendError::Closed(_)) = s.out.try_send(hb) {
                         myself.stop(None);
                     }
@@ -318,6 +316,7 @@ impl Actor for Subscription {
                 });
             }
         }
+        s.report_delivered();
         Ok(())
     }
 
@@ -348,6 +347,12 @@ impl State {
         }
         self.tail = ev.seq;
         self.pending.push_back(ev);
+    }
+
+    fn report_delivered(&mut self) {
+        if self.delivered > 0 {
+            super::metrics::delivered(std::mem::take(&mut self.delivered));
+        }
     }
 
     fn fall_behind(&mut self) {
@@ -414,8 +419,7 @@ impl State {
                     AckMode::Explicit => self.unacked.push_back(ev.seq),
                     AckMode::None => self.acked = ev.seq,
                 }
-                self.hub.stats().delivered.fetch_add(1, Ordering::Relaxed);
-                super::metrics::delivered(1);
+                self.delivered += 1;
                 true
             }
             Err(_) => {
@@ -551,7 +555,7 @@ pub(crate) async fn open(hub: Hub, params: SubscribeParams) -> Result<Opened, Ap
     })?;
     Ok(Opened {
         actor,
-        stream: response_stream(rx, Out::into_wire, term_rx, token),
+        stream: actor_stream(rx, Out::into_wire, term_rx, token),
         closed,
     })
 }
@@ -564,32 +568,4 @@ pub struct Opened {
     pub stream: ResponseStream<pb::SubscribeResponse>,
     /// A handle on the outbox whose `closed()` resolves when the client is gone.
     pub closed: Outbox,
-}
-
-/// The outbox as a response stream that always ends with a status: the actor's terminal
-/// one (ABORTED, INVALID_ARGUMENT...), UNAVAILABLE at shutdown (ahead of anything still
-/// queued), or UNAVAILABLE if the actor died without one. Never a silent clean end.
-pub(crate) fn response_stream<I: Send + 'static, T: Send + 'static>(
-    rx: mpsc::Receiver<I>,
-    to_wire: fn(I) -> Result<T, Status>,
-    terminal: oneshot::Receiver<Status>,
-    shutdown: CancellationToken,
-) -> ResponseStream<T> {
-    let lost = || Status::unavailable("the stream ended unexpectedly; reconnect to resume");
-    Box::pin(stream::unfold(
-        Some((rx, terminal, shutdown)),
-        move |st| async move {
-            let (mut rx, mut term, shutdown) = st?;
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => Some((Err(shutting_down()), None)),
-                t = &mut term => Some((Err(t.unwrap_or_else(|_| lost())), None)),
-                item = rx.recv() => match item.map(to_wire) {
-                    Some(Ok(v)) => Some((Ok(v), Some((rx, term, shutdown)))),
-                    Some(Err(s)) => Some((Err(s), None)),
-                    None => Some((Err(term.await.unwrap_or_else(|_| lost())), None)),
-                },
-            }
-        },
-    ))
 }

@@ -6,19 +6,18 @@
 //! watcher that cannot keep up (256 unread notifications) is ended with
 //! RESOURCE_EXHAUSTED rather than silently skipping changes.
 
-use futures_util::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use super::{registry::RegistryMsg, subscription::response_stream, Hub, UserChange};
+use super::{forward_requests, registry::RegistryMsg, Hub, UserChange};
 use crate::{
     auth::{
         policy::{authorize, Call},
         Principal,
     },
     error::ApiError,
-    lifecycle::ResponseStream,
+    lifecycle::{actor_stream, ResponseStream},
     proto::user::v1::{self as pb, user_activity_request::Action},
 };
 
@@ -129,7 +128,7 @@ pub(crate) async fn open(
     hub: Hub,
     caller: Principal,
     open_signup: bool,
-    mut inbound: tonic::Streaming<pb::UserActivityRequest>,
+    inbound: tonic::Streaming<pb::UserActivityRequest>,
 ) -> Result<ResponseStream<pb::UserActivityEvent>, ApiError> {
     let (out, rx) = mpsc::channel(OUTBOX);
     let (term_tx, term_rx) = oneshot::channel();
@@ -150,26 +149,12 @@ pub(crate) async fn open(
     )
     .await
     .map_err(|e| ApiError::Internal(Box::new(e)))?;
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = closed.closed() => break,
-                msg = inbound.next() => match msg {
-                    Some(Ok(req)) => {
-                        if actor.cast(WatchMsg::Request(req)).is_err() {
-                            return;
-                        }
-                    }
-                    // Half-close: keep sending notifications until the client leaves.
-                    None => {
-                        closed.closed().await;
-                        break;
-                    }
-                    Some(Err(_)) => break,
-                },
-            }
-        }
-        let _ = actor.cast(WatchMsg::ClientGone);
-    });
-    Ok(response_stream(rx, std::convert::identity, term_rx, token))
+    forward_requests(
+        inbound,
+        async move { closed.closed().await },
+        actor,
+        WatchMsg::Request,
+        WatchMsg::ClientGone,
+    );
+    Ok(actor_stream(rx, std::convert::identity, term_rx, token))
 }

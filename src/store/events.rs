@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use sqlx::QueryBuilder;
 
-use super::{dispatch, Db, Store, StoreError, StoreResult};
+use super::{dispatch, Backend, Db, Store, StoreError, StoreResult};
 
 /// Rows per multi-row INSERT: 7 columns x 1000 stays under SQLite's 32766 binds.
 const CHUNK: usize = 1000;
@@ -176,7 +176,7 @@ impl Store {
         idempotency_cutoff: i64,
         origin: &str,
     ) -> StoreResult<Vec<PublishOutcome>> {
-        let shared = self.is_shared();
+        let shared = self.backend() == Backend::Postgres;
         dispatch!(&self.db, p => {
             let mut tx = p.begin().await?;
             let mut outcomes: Vec<Option<PublishOutcome>> = (0..items.len()).map(|_| None).collect();
@@ -443,12 +443,14 @@ impl Store {
         Ok(row.map_or(0, |(h,)| h as u64))
     }
 
-    /// The recipient's oldest retained seq, if any event is retained.
-    pub async fn earliest_seq(&self, user_id: u64) -> StoreResult<Option<u64>> {
-        let sql = "SELECT MIN(seq) FROM inbox WHERE user_id = $1";
-        let row: (Option<i64>,) =
+    /// The recipient's newest seq and oldest retained seq (if any event is retained), in
+    /// one round trip.
+    pub async fn bounds(&self, user_id: u64) -> StoreResult<(u64, Option<u64>)> {
+        let sql = "SELECT (SELECT head_seq FROM heads WHERE user_id = $1), \
+                   (SELECT MIN(seq) FROM inbox WHERE user_id = $1)";
+        let (head, earliest): (Option<i64>, Option<i64>) =
             dispatch!(&self.db, p => sqlx::query_as(sql).bind(user_id as i64).fetch_one(p).await)?;
-        Ok(row.0.map(|s| s as u64))
+        Ok((head.map_or(0, |h| h as u64), earliest.map(|s| s as u64)))
     }
 
     /// Up to `limit` retained events of `user_id` with `after < seq <= upto`, of the given
@@ -461,17 +463,12 @@ impl Store {
         types: &[String],
         limit: u32,
     ) -> StoreResult<Vec<StoredEvent>> {
-        let build = |q: &mut String| {
-            q.push_str(
-                "SELECT i.seq, e.event_id, e.type, e.payload, e.content_type, e.attributes, e.published_at, \
-                 e.publisher_id FROM inbox i JOIN events e ON e.event_id = i.event_id \
+        let rows: Vec<EventRow> = dispatch!(&self.db, p => {
+            let mut q = QueryBuilder::new(
+                "SELECT i.seq, e.event_id, e.type, e.payload, e.content_type, e.attributes, \
+                 e.published_at, e.publisher_id FROM inbox i JOIN events e ON e.event_id = i.event_id \
                  WHERE i.user_id = ",
             );
-        };
-        let mut head = String::new();
-        build(&mut head);
-        let rows: Vec<EventRow> = dispatch!(&self.db, p => {
-            let mut q = QueryBuilder::new(head.as_str());
             q.push_bind(user_id as i64);
             q.push(" AND i.seq > ").push_bind(after.min(i64::MAX as u64) as i64);
             q.push(" AND i.seq <= ").push_bind(upto.min(i64::MAX as u64) as i64);
@@ -569,11 +566,6 @@ impl Store {
                 .await?;
         }
         Ok(())
-    }
-
-    /// True when this store is PostgreSQL (several servers may share it).
-    pub(crate) fn is_shared(&self) -> bool {
-        matches!(self.db, Db::Postgres(_))
     }
 }
 

@@ -244,7 +244,7 @@ impl Users {
         }
         if let Some(hub) = self.hub.get() {
             // Built only when someone may be watching (here or on another server).
-            if hub.stats().watchers.load(Ordering::Relaxed) > 0 || hub.store().is_shared() {
+            if hub.stats().watchers.load(Ordering::Relaxed) > 0 || hub.shared() {
                 hub.user_changed(Arc::new(pb::UserActivityEvent {
                     kind: kind as i32,
                     user_id: user.id,

@@ -5,8 +5,8 @@ use std::{collections::HashMap, time::Duration};
 use activity_hub::proto::{
     activity::v1::{
         activity_service_client::ActivityServiceClient, subscribe_request, subscribe_response, Ack, AckMode,
-        Event, GetCursorRequest, ListEventsRequest, PublishRequest, PublishResponse, Start, StartFrom,
-        SubscribeRequest, SubscribeResponse, Subscribed,
+        Cursor, Event, GetCursorRequest, ListEventsRequest, PublishRequest, PublishResponse, Start,
+        StartFrom, SubscribeRequest, SubscribeResponse, Subscribed,
     },
     user::v1::{User, UserRole},
 };
@@ -143,6 +143,34 @@ pub async fn publish_stream(ch: &Channel, token: &str, reqs: Vec<PublishRequest>
     }
     assert_eq!(answers.len(), n, "one answer per request");
     answers
+}
+
+/// Polls GetCursor until the consumer's stored ack reaches `want` (acks persist in batches).
+async fn cursor_reaches(
+    s: &TestServer,
+    token: &str,
+    user_id: u64,
+    consumer: &str,
+    want: u64,
+    what: &str,
+) -> Cursor {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let req = GetCursorRequest {
+            user_id,
+            consumer_id: consumer.into(),
+        };
+        let cur = client(&s.channel)
+            .get_cursor(authed(req, token))
+            .await
+            .unwrap()
+            .into_inner();
+        if cur.acked_seq == want {
+            return cur;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {cur:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A publisher and a recipient with their tokens.
@@ -295,26 +323,8 @@ async fn resumption_continues_after_the_acked_seq(b: Backend) {
         assert_eq!(sub.event().await.seq, expect);
     }
     sub.ack(10).await;
-    let mut c = client(&s.channel);
-    let cursor_req = || {
-        authed(
-            GetCursorRequest {
-                user_id: 0,
-                consumer_id: "phone".into(),
-            },
-            &alice_token,
-        )
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let cur = c.get_cursor(cursor_req()).await.unwrap().into_inner();
-        if cur.acked_seq == 10 {
-            assert_eq!(cur.head_seq, 20);
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "ack persisted: {cur:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let cur = cursor_reaches(&s, &alice_token, 0, "phone", 10, "ack persisted").await;
+    assert_eq!(cur.head_seq, 20);
     drop(sub);
     let mut sub = Sub::open(&s.channel, &alice_token, phone()).await.unwrap();
     assert_eq!(sub.subscribed.resume_after, 10);
@@ -335,10 +345,15 @@ async fn resumption_continues_after_the_acked_seq(b: Backend) {
     .unwrap();
     assert_eq!(sub.subscribed.resume_after, 20);
     s.hub.flush().await;
-    assert_eq!(
-        c.get_cursor(cursor_req()).await.unwrap().into_inner().acked_seq,
-        10
-    );
+    let cursor = GetCursorRequest {
+        user_id: 0,
+        consumer_id: "phone".into(),
+    };
+    let cur = client(&s.channel)
+        .get_cursor(authed(cursor, &alice_token))
+        .await
+        .unwrap();
+    assert_eq!(cur.into_inner().acked_seq, 10);
     drop(sub);
     s.stop().await;
 }
@@ -536,30 +551,15 @@ async fn types_filter_and_ack_mode_none(b: Backend) {
     for expect in 1..=6 {
         assert_eq!(none.event().await.seq, expect, "no acks needed");
     }
-    let mut c = client(&s.channel);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        s.hub.flush().await;
-        let cur = c
-            .get_cursor(authed(
-                GetCursorRequest {
-                    user_id: alice.id,
-                    consumer_id: "tv".into(),
-                },
-                &alice_token,
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        if cur.acked_seq == 6 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "written events count as acked: {cur:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    cursor_reaches(
+        &s,
+        &alice_token,
+        alice.id,
+        "tv",
+        6,
+        "written events count as acked",
+    )
+    .await;
     s.stop().await;
 }
 
@@ -1016,6 +1016,32 @@ async fn next(
     }
 }
 
+/// Opens UserActivity and asks to watch `user_id`; the sender takes further requests.
+async fn open_watch(
+    s: &TestServer,
+    token: &str,
+    user_id: u64,
+) -> (
+    mpsc::Sender<activity_hub::proto::user::v1::UserActivityRequest>,
+    Streaming<activity_hub::proto::user::v1::UserActivityEvent>,
+) {
+    use activity_hub::proto::user::v1::{user_activity_request::Action, UserActivityRequest};
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(UserActivityRequest {
+        action: Action::SubscribeUserUpdates as i32,
+        user_id,
+    })
+    .await
+    .unwrap();
+    let stream = s
+        .users()
+        .user_activity(authed(ReceiverStream::new(rx), token))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, stream)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_activity_reports_lifecycle_changes() {
     use activity_hub::proto::user::v1::{
@@ -1025,19 +1051,7 @@ async fn user_activity_reports_lifecycle_changes() {
     let db = TestDb::new(Backend::Sqlite).await;
     let s = TestServer::start(&db, &[]).await;
     let admin = s.admin_token().await;
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(UserActivityRequest {
-        action: Action::SubscribeUserUpdates as i32,
-        user_id: 0,
-    })
-    .await
-    .unwrap();
-    let mut watch = s
-        .users()
-        .user_activity(authed(ReceiverStream::new(rx), &admin))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut watch) = open_watch(&s, &admin, 0).await;
     let watches = || s.hub.stats().watches.load(std::sync::atomic::Ordering::Relaxed);
     eventually(Duration::from_secs(5), "the watch is in place", || watches() == 1).await;
     let (carol, carol_token) = s.user_with_token("carol", &[]).await;
@@ -1076,19 +1090,7 @@ async fn user_activity_reports_lifecycle_changes() {
     assert_eq!(next(&mut watch).await.kind, Kind::Deleted as i32);
     // A plain user may watch only themself.
     let (_, dave_token) = s.user_with_token("dave", &[]).await;
-    let (tx2, rx2) = mpsc::channel(8);
-    tx2.send(UserActivityRequest {
-        action: Action::SubscribeUserUpdates as i32,
-        user_id: 0,
-    })
-    .await
-    .unwrap();
-    let mut denied = s
-        .users()
-        .user_activity(authed(ReceiverStream::new(rx2), &dave_token))
-        .await
-        .unwrap()
-        .into_inner();
+    let (_tx2, mut denied) = open_watch(&s, &dave_token, 0).await;
     let end = loop {
         match denied.message().await {
             Ok(Some(_)) => continue,
