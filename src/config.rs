@@ -116,7 +116,7 @@ pub struct ServeConfig {
     #[arg(long, env = "HUB_PASSWORD_HASH_ITERATIONS", default_value_t = OWASP_ITERATIONS)]
     pub password_hash_iterations: u32,
 
-    /// Most pooled store connections.
+    /// Most pooled store connections (on PostgreSQL one of them is held for LISTEN).
     #[arg(long, env = "HUB_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
@@ -157,6 +157,83 @@ pub struct ServeConfig {
     /// Most recipients of one publish.
     #[arg(long, env = "HUB_MAX_RECIPIENTS", default_value_t = 10_000)]
     pub max_recipients: usize,
+
+    /// Authenticated calls each user may make per second (token bucket, every RPC counts
+    /// once, a stream when it opens); over it: RESOURCE_EXHAUSTED with `retry-after-ms`.
+    /// `0` turns the limit off.
+    #[arg(long, env = "HUB_USER_RATE_LIMIT", default_value_t = 1000)]
+    pub user_rate_limit: u32,
+
+    /// Calls a user may make at once above --user-rate-limit before being limited.
+    #[arg(long, env = "HUB_USER_RATE_BURST", default_value_t = 2000)]
+    pub user_rate_burst: u32,
+
+    /// Login attempts per minute for one peer address and one email/username (brute-force
+    /// guard); over it: RESOURCE_EXHAUSTED with `retry-after-ms`. `0` turns it off.
+    #[arg(long, env = "HUB_LOGIN_RATE_LIMIT", default_value_t = 10)]
+    pub login_rate_limit: u32,
+
+    /// Login attempts allowed at once, per peer address and identifier.
+    #[arg(long, env = "HUB_LOGIN_RATE_BURST", default_value_t = 5)]
+    pub login_rate_burst: u32,
+
+    /// Unary calls served at once by the whole server; more are shed at once with
+    /// UNAVAILABLE ("overloaded"), so a burst cannot queue without bound. Streams are not
+    /// counted (their number is bounded by --max-streams-per-connection).
+    #[arg(long, env = "HUB_MAX_CONCURRENT_UNARY", default_value_t = 4096)]
+    pub max_concurrent_unary: usize,
+
+    /// Longest a unary call may run, whatever deadline the client sent (shorter client
+    /// deadlines in `grpc-timeout` are honoured): DEADLINE_EXCEEDED and the call's store
+    /// work is cancelled. Never applied to streams. `0` = no server-side limit.
+    #[arg(long, env = "HUB_UNARY_TIMEOUT", default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub unary_timeout: Duration,
+
+    /// Largest request message accepted, in bytes (larger: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "HUB_MAX_DECODE_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_decode_message_bytes: usize,
+
+    /// Largest response message sent, in bytes (a larger one ends the call with
+    /// RESOURCE_EXHAUSTED rather than being sent).
+    #[arg(long, env = "HUB_MAX_ENCODE_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_encode_message_bytes: usize,
+
+    /// HTTP/2: streams a client may open and reset before the server has accepted them;
+    /// a flood of resets beyond it ends that connection (rapid-reset guard).
+    #[arg(long, env = "HUB_HTTP2_MAX_PENDING_RESETS", default_value_t = 20)]
+    pub http2_max_pending_resets: usize,
+
+    /// HTTP/2: largest header list a request may carry, in bytes.
+    #[arg(long, env = "HUB_HTTP2_MAX_HEADER_LIST_BYTES", default_value_t = 16 * 1024)]
+    pub http2_max_header_list_bytes: u32,
+
+    /// HTTP/2: ping each connection this often, so dead peers of idle streams are found;
+    /// `0` disables pings.
+    #[arg(long, env = "HUB_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration_or_zero)]
+    pub http2_keepalive_interval: Duration,
+
+    /// HTTP/2: a connection whose ping is not answered within this is closed (its streams
+    /// end and their subscriptions are released).
+    #[arg(long, env = "HUB_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
+    #[arg(long, env = "HUB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HUB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA bundle: require client certificates signed by it (mutual TLS).
+    #[arg(long, env = "HUB_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// OpenTelemetry: export one span per RPC over OTLP/gRPC to this collector, e.g.
+    /// `http://127.0.0.1:4317`; a W3C `traceparent` in request metadata becomes the parent.
+    /// Off by default.
+    #[arg(long, env = "HUB_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 
     /// Log format.
     #[arg(long, env = "HUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -250,6 +327,12 @@ impl ServeConfig {
                 "must be at least 1",
             );
         }
+        if self.database_url.starts_with("postgres") && self.db_max_connections < 2 {
+            return err(
+                "--db-max-connections (HUB_DB_MAX_CONNECTIONS)",
+                "must be at least 2 on PostgreSQL (one connection is held for LISTEN)",
+            );
+        }
         if self.password_hash_memory_kib < 8 || self.password_hash_iterations == 0 {
             return err(
                 "--password-hash-memory-kib / --password-hash-iterations",
@@ -273,6 +356,50 @@ impl ServeConfig {
         }
         if self.max_recipients == 0 {
             return err("--max-recipients (HUB_MAX_RECIPIENTS)", "must be at least 1");
+        }
+        if self.user_rate_limit > 0 && self.user_rate_burst == 0 {
+            return err("--user-rate-burst (HUB_USER_RATE_BURST)", "must be at least 1");
+        }
+        if self.login_rate_limit > 0 && self.login_rate_burst == 0 {
+            return err("--login-rate-burst (HUB_LOGIN_RATE_BURST)", "must be at least 1");
+        }
+        if self.max_concurrent_unary == 0 {
+            return err(
+                "--max-concurrent-unary (HUB_MAX_CONCURRENT_UNARY)",
+                "must be at least 1",
+            );
+        }
+        if self.max_decode_message_bytes < 1024 || self.max_encode_message_bytes < 1024 {
+            return err(
+                "--max-decode-message-bytes / --max-encode-message-bytes",
+                "must be at least 1024",
+            );
+        }
+        if self.max_payload_bytes >= self.max_decode_message_bytes {
+            return err(
+                "--max-payload-bytes (HUB_MAX_PAYLOAD_BYTES)",
+                "must be smaller than --max-decode-message-bytes, which bounds the whole request",
+            );
+        }
+        if self.http2_max_header_list_bytes < 1024 {
+            return err(
+                "--http2-max-header-list-bytes (HUB_HTTP2_MAX_HEADER_LIST_BYTES)",
+                "must be at least 1024",
+            );
+        }
+        if self.http2_keepalive_timeout < Duration::from_millis(10) {
+            return err(
+                "--http2-keepalive-timeout (HUB_HTTP2_KEEPALIVE_TIMEOUT)",
+                "must be at least 10ms",
+            );
+        }
+        if let Some(e) = &self.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return err(
+                    "--otlp-endpoint (HUB_OTLP_ENDPOINT)",
+                    "must be an http:// or https:// URL",
+                );
+            }
         }
         if self.metrics_listen != "off" && self.metrics_listen.parse::<SocketAddr>().is_err() {
             return err(

@@ -9,6 +9,9 @@ use tonic::{Code, Status};
 
 use crate::store::StoreError;
 
+/// Response metadata key: milliseconds after which a rate-limited call may succeed.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
 /// What went wrong, in the terms of the spec's error table.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -35,6 +38,14 @@ pub enum ApiError {
     /// A rate or size limit was hit.
     #[error("{0}")]
     ResourceExhausted(Cow<'static, str>),
+    /// A rate limit refused the call; the status carries `retry-after-ms` metadata.
+    #[error("rate limited: {what}; retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited {
+        /// Which limit, in words.
+        what: &'static str,
+        /// When a retry may succeed.
+        retry_after: std::time::Duration,
+    },
     /// The system is not in a state to perform the call.
     #[error("{0}")]
     FailedPrecondition(Cow<'static, str>),
@@ -69,7 +80,7 @@ impl ApiError {
             ApiError::AlreadyExists(_) => Code::AlreadyExists,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
-            ApiError::ResourceExhausted(_) => Code::ResourceExhausted,
+            ApiError::ResourceExhausted(_) | ApiError::RateLimited { .. } => Code::ResourceExhausted,
             ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::Aborted(_) => Code::Aborted,
             ApiError::Unavailable(_) => Code::Unavailable,
@@ -96,12 +107,21 @@ impl From<StoreError> for ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Self {
         let code = e.code();
+        let message = e.to_string();
         match e {
             ApiError::Internal(src) => {
                 tracing::error!(error = %src, "internal error");
                 Status::new(Code::Internal, "internal error")
             }
-            other => Status::new(code, other.to_string()),
+            ApiError::RateLimited { retry_after, .. } => {
+                let mut status = Status::new(code, message);
+                let ms = retry_after.as_millis().max(1).to_string();
+                if let Ok(v) = ms.parse() {
+                    status.metadata_mut().insert(RETRY_AFTER_MS, v);
+                }
+                status
+            }
+            _ => Status::new(code, message),
         }
     }
 }

@@ -16,6 +16,10 @@
 //! - [`store`]: the one interface to SQLite or PostgreSQL: pool, migrations, queries and
 //!   error classification.
 //! - [`lifecycle`]: how response streams end (UNAVAILABLE) when shutdown begins.
+//! - [`rpc`]: the tower layer every call passes: request ids, one tracing span per RPC,
+//!   `grpc_server_*` metrics, deadlines, unary load shedding.
+//! - [`limits`]: rate limits per user and per Login peer + identifier.
+//! - [`telemetry`]: log formats and the optional OpenTelemetry (OTLP) export.
 //! - [`error`]: [`error::ApiError`] and the one place it becomes a `tonic::Status`.
 //! - [`proto`]: generated code; nothing outside the service edges speaks prost.
 //!
@@ -32,7 +36,10 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod lifecycle;
+pub mod limits;
 pub mod proto;
+pub mod rpc;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod users;

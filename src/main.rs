@@ -3,9 +3,8 @@
 
 use std::process::ExitCode;
 
-use activity_hub::config::{Cli, Command, LogFormat, ServeConfig};
+use activity_hub::config::{Cli, Command, ServeConfig};
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,8 +28,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
-    init_tracing(&config);
     config.validate()?;
+    let telemetry = activity_hub::telemetry::init(&config)?;
     if config.metrics_listen != "off" {
         let addr: std::net::SocketAddr = config.metrics_listen.parse()?;
         use activity_hub::hub::metrics as m;
@@ -41,25 +40,21 @@ async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
             .map_err(|e| format!("metrics buckets: {e}"))?
             .set_buckets_for_metric(Matcher::Full(m::COMMIT_SECONDS.into()), m::COMMIT_BUCKETS)
             .map_err(|e| format!("metrics buckets: {e}"))?
+            .set_buckets_for_metric(
+                Matcher::Full(activity_hub::rpc::HANDLING_SECONDS.into()),
+                activity_hub::rpc::HANDLING_BUCKETS,
+            )
+            .map_err(|e| format!("metrics buckets: {e}"))?
             .install()
             .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", config.listen))?;
-    activity_hub::server::run(config, listener, shutdown_signal()).await?;
+    let result = activity_hub::server::run(config, listener, shutdown_signal()).await;
+    telemetry.shutdown();
+    result?;
     Ok(())
-}
-
-fn init_tracing(config: &ServeConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -9,7 +9,10 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{server::TcpIncoming, Server};
+use tonic::transport::{
+    server::{ServerTlsConfig, TcpIncoming},
+    Certificate, Identity, Server,
+};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -17,10 +20,12 @@ use crate::{
     auth::{password::PasswordHasher, service::AuthApi, token::Tokens, Auth},
     config::{ServeConfig, UserCacheMode},
     hub::{Hub, HubConfig},
+    limits::RateLimits,
     proto::{
         activity::v1::activity_service_server::ActivityServiceServer,
         auth::v1::auth_service_server::AuthServiceServer, user::v1::user_service_server::UserServiceServer,
     },
+    rpc::{MethodTable, RpcLayer, RpcOptions},
     store::{Backend, Store, StoreError, StoreOptions},
     users::{
         cache::UserCache,
@@ -51,6 +56,12 @@ pub enum ServerError {
     /// Reflection descriptors could not be loaded.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The compiled descriptors could not be read for the RPC table.
+    #[error("descriptors: {0}")]
+    Descriptors(#[from] prost::DecodeError),
+    /// A TLS file could not be read or used; the message names the flag.
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Everything a running server is made of; built before serving so tests can reach in.
@@ -78,6 +89,7 @@ impl App {
     /// first admin when asked.
     pub async fn build(config: ServeConfig) -> Result<App, ServerError> {
         config.validate()?;
+        crate::hub::metrics::register();
         let store = Store::connect(&StoreOptions {
             url: config.database_url.clone(),
             max_connections: config.db_max_connections,
@@ -110,8 +122,15 @@ impl App {
         })?;
         let users = Users::new(store.clone(), user_cache.clone(), hasher);
         let tokens = Arc::new(Tokens::new(secret.as_bytes(), config.token_ttl));
-        let auth = Auth::new(tokens, users.clone());
         let streams_shutdown = CancellationToken::new();
+        let limits = RateLimits::new(
+            config.user_rate_limit,
+            config.user_rate_burst,
+            config.login_rate_limit,
+            config.login_rate_burst,
+        );
+        limits.spawn_sweeper(streams_shutdown.clone());
+        let auth = Auth::new(tokens, users.clone(), limits);
         let hub = Hub::start(
             store.clone(),
             HubConfig {
@@ -248,20 +267,59 @@ pub async fn serve(
             stopping.cancel();
         }
     };
-    let router = Server::builder()
+    let c = &app.config;
+    let table = MethodTable::from_descriptor_sets(&[
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
+    let rpc = RpcLayer::new(
+        table,
+        RpcOptions {
+            max_concurrent_unary: c.max_concurrent_unary,
+            unary_timeout: (!c.unary_timeout.is_zero()).then_some(c.unary_timeout),
+            max_decode_message_bytes: c.max_decode_message_bytes,
+            max_encode_message_bytes: c.max_encode_message_bytes,
+            propagate_trace_context: c.otlp_endpoint.is_some(),
+        },
+    );
+    let keepalive = (!c.http2_keepalive_interval.is_zero()).then_some(c.http2_keepalive_interval);
+    let mut builder = Server::builder();
+    if let Some(tls) = tls_config(c)? {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ServerError::Tls(format!("--tls-cert/--tls-key: {e}")))?;
+    }
+    let (dec, enc) = (c.max_decode_message_bytes, c.max_encode_message_bytes);
+    let router = builder
         .tcp_nodelay(true)
-        .max_concurrent_streams(Some(app.config.max_streams_per_connection))
+        .max_concurrent_streams(Some(c.max_streams_per_connection))
+        .http2_max_pending_accept_reset_streams(Some(c.http2_max_pending_resets))
+        .http2_max_header_list_size(Some(c.http2_max_header_list_bytes))
+        .http2_keepalive_interval(keepalive)
+        .http2_keepalive_timeout(Some(c.http2_keepalive_timeout))
+        .layer(rpc)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(UserServiceServer::new(app.user_api.clone()))
-        .add_service(ActivityServiceServer::new(app.activity_api.clone()))
-        .add_service(AuthServiceServer::new(AuthApi::new(
-            app.users.clone(),
-            app.auth.clone(),
-        )));
+        .add_service(
+            UserServiceServer::new(app.user_api.clone())
+                .max_decoding_message_size(dec)
+                .max_encoding_message_size(enc),
+        )
+        .add_service(
+            ActivityServiceServer::new(app.activity_api.clone())
+                .max_decoding_message_size(dec)
+                .max_encoding_message_size(enc),
+        )
+        .add_service(
+            AuthServiceServer::new(AuthApi::new(app.users.clone(), app.auth.clone()))
+                .max_decoding_message_size(dec)
+                .max_encoding_message_size(enc),
+        );
     if let Some(addr) = addr {
-        tracing::info!(%addr, database = %redact(&app.config.database_url), "activity-hub listening");
+        tracing::info!(%addr, database = %redact(&app.config.database_url), tls = app.config.tls_cert.is_some(), "activity-hub listening");
     }
     let grace = app.config.shutdown_grace;
     // TcpIncoming (not a bare listener stream) so accepted sockets get TCP_NODELAY: without
@@ -280,6 +338,24 @@ pub async fn serve(
     app.store.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// TLS settings from `--tls-cert`, `--tls-key` and `--tls-client-ca`; errors name the flag.
+fn tls_config(c: &ServeConfig) -> Result<Option<ServerTlsConfig>, ServerError> {
+    let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
+        return Ok(None);
+    };
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ServerError::Tls(format!("{flag} {}: {e}", path.display())))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("--tls-cert", cert)?,
+        read("--tls-key", key)?,
+    ));
+    if let Some(ca) = &c.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read("--tls-client-ca", ca)?));
+    }
+    Ok(Some(tls))
 }
 
 /// The URL without its password, for logs.

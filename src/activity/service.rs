@@ -118,6 +118,9 @@ impl ActivityService for ActivityApi {
             let mut in_flight = FuturesOrdered::new();
             let mut reading = true;
             let mut index: u64 = 0;
+            // A broken request stream (e.g. an oversized message) ends the call with its
+            // status once the publishes before it are answered.
+            let mut broken = None;
             while reading || !in_flight.is_empty() {
                 tokio::select! {
                     biased;
@@ -153,10 +156,16 @@ impl ActivityService for ActivityApi {
                                 }
                             }
                         }
-                        Some(Err(_)) => return,
+                        Some(Err(status)) => {
+                            reading = false;
+                            broken = Some(status);
+                        }
                         None => reading = false,
                     },
                 }
+            }
+            if let Some(status) = broken {
+                let _ = tx.send(Err(status)).await;
             }
         });
         let token = self.hub.shutdown_token().clone();
@@ -202,6 +211,7 @@ impl ActivityService for ActivityApi {
                 ),
                 None => SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into()),
             },
+            SubMsg::Fail,
             SubMsg::ClientGone,
         );
         Ok(Response::new(opened.stream))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tonic::metadata::MetadataMap;
 
-use crate::{error::ApiError, users::model::Roles, users::Users};
+use crate::{error::ApiError, limits::RateLimits, users::model::Roles, users::Users};
 
 /// An authenticated caller, with the roles its user holds now (not the roles it held when
 /// the token was signed: revoking a role or deactivating a user takes effect at once).
@@ -27,12 +27,23 @@ pub struct Principal {
 pub struct Auth {
     tokens: Arc<token::Tokens>,
     users: Users,
+    limits: Arc<RateLimits>,
 }
 
 impl Auth {
-    /// Combines the token signer with the user directory.
-    pub fn new(tokens: Arc<token::Tokens>, users: Users) -> Auth {
-        Auth { tokens, users }
+    /// Combines the token signer with the user directory; every authenticated call takes
+    /// a token from its user's bucket in `limits`.
+    pub fn new(tokens: Arc<token::Tokens>, users: Users, limits: Arc<RateLimits>) -> Auth {
+        Auth {
+            tokens,
+            users,
+            limits,
+        }
+    }
+
+    /// The rate limiters (Login uses its own bucket).
+    pub fn limits(&self) -> &RateLimits {
+        &self.limits
     }
 
     /// The signer, for Login.
@@ -42,7 +53,8 @@ impl Auth {
 
     /// `Ok(None)` when the call carries no `authorization` metadata; UNAUTHENTICATED when
     /// it carries one that is malformed, invalid, expired, or names a user that is no
-    /// longer active.
+    /// longer active; RESOURCE_EXHAUSTED when the user is over its rate limit. The user id
+    /// is recorded on the current RPC span.
     pub async fn authenticate(&self, md: &MetadataMap) -> Result<Option<Principal>, ApiError> {
         let Some(value) = md.get("authorization") else {
             return Ok(None);
@@ -55,6 +67,8 @@ impl Auth {
             _ => return Err(bad_header()),
         };
         let user_id = self.tokens.verify(token)?;
+        tracing::Span::current().record("user_id", user_id);
+        self.limits.check_user(user_id)?;
         match self.users.get(user_id).await? {
             Some(u) if u.status == crate::users::model::Status::Active => Ok(Some(Principal {
                 user_id,

@@ -38,6 +38,7 @@ fn refused() -> ApiError {
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let peer = req.remote_addr().map(|a| a.ip());
         let r = req.into_inner();
         let key = match r.identifier {
             Some(Identifier::Email(e)) if !e.is_empty() => UserKey::Email(e),
@@ -47,6 +48,11 @@ impl AuthService for AuthApi {
         if r.password.is_empty() {
             return Err(ApiError::invalid("password", "is required").into());
         }
+        let identifier = match &key {
+            UserKey::Email(s) | UserKey::Username(s) => s.as_str(),
+            UserKey::Id(_) => "",
+        };
+        self.auth.limits().check_login(peer, identifier)?;
         if r.password.len() > 1024 {
             return Err(refused().into());
         }
@@ -60,6 +66,7 @@ impl AuthService for AuthApi {
             Some(u) if ok && u.status == UserStatus::Active => u,
             _ => return Err(refused().into()),
         };
+        tracing::Span::current().record("user_id", user.id);
         let user = self.users.record_login(user.id).await?;
         let (access_token, exp) = self.auth.tokens().issue(&user)?;
         Ok(Response::new(LoginResponse {

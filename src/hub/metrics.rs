@@ -24,6 +24,9 @@ pub const ACKS: &str = "hub_acks_persisted_total";
 /// Times a subscription fell behind (window full or transport slow) and switched to
 /// reading the store.
 pub const STALLS: &str = "hub_subscription_stalls_total";
+/// Events committed for the recipients of open subscriptions and not yet acknowledged on
+/// them (each stream counts its recipient's head minus its acked seq), summed.
+pub const LAG: &str = "hub_subscriber_lag_events";
 /// Deliveries removed by retention.
 pub const PRUNED: &str = "hub_retention_pruned_deliveries_total";
 
@@ -31,6 +34,51 @@ pub const PRUNED: &str = "hub_retention_pruned_deliveries_total";
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 8192.0];
 /// Buckets of [`COMMIT_SECONDS`].
 pub const COMMIT_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// Describes every hub series and creates it at zero, so dashboards and `rate()` see
+/// them from the first scrape rather than from the first event.
+pub fn register() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(PUBLISHED, "Events committed (one per publish).");
+    describe_counter!(
+        DELIVERIES,
+        "Deliveries committed (one per recipient of a publish)."
+    );
+    describe_counter!(DELIVERED, "Events written to subscription streams.");
+    describe_gauge!(SUBSCRIPTIONS, "Open Subscribe streams.");
+    describe_gauge!(WATCHERS, "Open UserActivity streams.");
+    describe_gauge!(
+        LAG,
+        "Sum over open subscriptions of events committed and not yet acknowledged."
+    );
+    describe_histogram!(BATCH_SIZE, "Publishes per group commit.");
+    describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Duration of a group commit.");
+    describe_counter!(
+        COMMIT_FAILURES,
+        "Group commits that failed (their publishers got an error)."
+    );
+    describe_counter!(ACKS, "Cursor updates persisted, after coalescing per consumer.");
+    describe_counter!(
+        STALLS,
+        "Times a subscription fell behind and switched to reading the store."
+    );
+    describe_counter!(PRUNED, "Deliveries removed by retention.");
+    describe_counter!(crate::limits::RATE_LIMITED, "Calls refused by a rate limit.");
+    for c in [
+        PUBLISHED,
+        DELIVERIES,
+        DELIVERED,
+        COMMIT_FAILURES,
+        ACKS,
+        STALLS,
+        PRUNED,
+    ] {
+        metrics::counter!(c).increment(0);
+    }
+    for g in [SUBSCRIPTIONS, WATCHERS, LAG] {
+        metrics::gauge!(g).increment(0.0);
+    }
+}
 
 pub(crate) fn committed(publishes: usize, deliveries: usize, acks: usize, took: Duration) {
     metrics::counter!(PUBLISHED).increment(publishes as u64);
@@ -46,6 +94,17 @@ pub(crate) fn commit_failed() {
 
 pub(crate) fn delivered(n: u64) {
     metrics::counter!(DELIVERED).increment(n);
+}
+
+/// One stream's lag moved from `was` to `now`.
+pub(crate) fn lag(was: u64, now: u64) {
+    static GAUGE: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
+    let g = GAUGE.get_or_init(|| metrics::gauge!(LAG));
+    if now >= was {
+        g.increment((now - was) as f64);
+    } else {
+        g.decrement((was - now) as f64);
+    }
 }
 
 pub(crate) fn stalled() {

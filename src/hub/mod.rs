@@ -102,6 +102,7 @@ pub(crate) fn forward_requests<Req, M>(
     client_gone: impl std::future::Future<Output = ()> + Send + 'static,
     actor: ActorRef<M>,
     to_msg: fn(Req) -> M,
+    failed: fn(tonic::Status) -> M,
     gone: M,
 ) where
     Req: Send + 'static,
@@ -121,7 +122,12 @@ pub(crate) fn forward_requests<Req, M>(
                         return;
                     }
                 }
-                Some(Err(_)) => break,
+                // A broken request stream (say, an oversized message) ends the call with
+                // its status; if the client is gone, nobody reads it and that is fine.
+                Some(Err(status)) => {
+                    let _ = actor.cast(failed(status));
+                    return;
+                }
                 None => {
                     client_gone.await;
                     break;

@@ -170,6 +170,8 @@ pub struct State {
     awaiting_room: bool,
     /// Events written since the metric was last updated (once per message, not per event).
     delivered: u64,
+    /// This stream's share of the lag gauge as last reported.
+    lag: u64,
 }
 
 impl Actor for Subscription {
@@ -247,6 +249,7 @@ impl Actor for Subscription {
             active: false,
             awaiting_room: false,
             delivered: 0,
+            lag: 0,
         };
         state.pump(&myself);
         state.report_delivered();
@@ -321,6 +324,7 @@ impl Actor for Subscription {
     }
 
     async fn post_stop(&self, _myself: ActorRef<SubMsg>, s: &mut State) -> Result<(), ActorProcessingErr> {
+        super::metrics::lag(s.lag, 0);
         s.persist_ack();
         Ok(())
     }
@@ -352,6 +356,11 @@ impl State {
     fn report_delivered(&mut self) {
         if self.delivered > 0 {
             super::metrics::delivered(std::mem::take(&mut self.delivered));
+        }
+        let lag = self.known_head.saturating_sub(self.acked);
+        if lag != self.lag {
+            super::metrics::lag(self.lag, lag);
+            self.lag = lag;
         }
     }
 

@@ -32,6 +32,8 @@ pub enum WatchMsg {
     Request(pb::UserActivityRequest),
     /// The client went away.
     ClientGone,
+    /// The request stream broke (e.g. an oversized message): end with this status.
+    Fail(Status),
 }
 
 /// The actor.
@@ -82,6 +84,7 @@ impl Actor for Watcher {
                 }
             }
             WatchMsg::ClientGone => myself.stop(None),
+            WatchMsg::Fail(status) => s.fail(&myself, status),
         }
         Ok(())
     }
@@ -154,6 +157,7 @@ pub(crate) async fn open(
         async move { closed.closed().await },
         actor,
         WatchMsg::Request,
+        WatchMsg::Fail,
         WatchMsg::ClientGone,
     );
     Ok(actor_stream(rx, std::convert::identity, term_rx, token))

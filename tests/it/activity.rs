@@ -26,6 +26,8 @@ pub struct Sub {
     pub tx: mpsc::Sender<SubscribeRequest>,
     pub rx: Streaming<SubscribeResponse>,
     pub subscribed: Subscribed,
+    /// The response headers.
+    pub headers: tonic::metadata::MetadataMap,
 }
 
 pub fn start(user_id: u64) -> Start {
@@ -43,10 +45,11 @@ impl Sub {
         })
         .await
         .unwrap();
-        let mut rx = client(ch)
+        let res = client(ch)
             .subscribe(authed(ReceiverStream::new(rx), token))
-            .await?
-            .into_inner();
+            .await?;
+        let headers = res.metadata().clone();
+        let mut rx = res.into_inner();
         match rx.message().await? {
             Some(SubscribeResponse {
                 msg: Some(subscribe_response::Msg::Subscribed(s)),
@@ -54,6 +57,7 @@ impl Sub {
                 tx,
                 rx,
                 subscribed: s,
+                headers,
             }),
             other => panic!("first message must be Subscribed, got {other:?}"),
         }

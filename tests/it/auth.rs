@@ -11,14 +11,10 @@ use tonic::{Code, Request};
 
 use crate::{
     dual,
-    helpers::{assert_status, authed, Backend, TestDb, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD},
+    helpers::{
+        assert_status, authed, by_id, Backend, TestDb, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD, PASSWORD,
+    },
 };
-
-fn by_id(id: u64) -> GetUserRequest {
-    GetUserRequest {
-        identifier: Some(Identifier::UserId(id)),
-    }
-}
 
 fn login_req(id: LoginId, password: &str) -> LoginRequest {
     LoginRequest {

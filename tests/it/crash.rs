@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 
 use crate::{
     activity::{client, event_req, Sub},
-    helpers::{authed, base_args, Backend, TestDb, ADMIN_EMAIL, ADMIN_PASSWORD},
+    helpers::{args_with, authed, Backend, TestDb, ADMIN_EMAIL, ADMIN_PASSWORD},
 };
 
 pub fn free_port() -> u16 {
@@ -30,24 +30,25 @@ pub async fn spawn_server(db: &TestDb) -> (Child, Channel) {
 
 /// The real binary on `db`, with `extra` flags replacing or adding to the test defaults.
 pub async fn spawn_server_with(db: &TestDb, extra: &[&str]) -> (Child, Channel) {
+    spawn_server_logging(db, extra, Stdio::inherit()).await
+}
+
+/// [`spawn_server_with`], its log (stderr) going to `stderr`.
+pub async fn spawn_server_logging(db: &TestDb, extra: &[&str], stderr: Stdio) -> (Child, Channel) {
     let port = free_port();
     let mut args = vec![
         "serve".to_string(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
     ];
-    let mut base = base_args(db);
-    for flag in extra.iter().filter(|a| a.starts_with("--")) {
-        if let Some(i) = base.iter().position(|b| b == flag) {
-            base.drain(i..i + 2);
-        }
+    args.extend(args_with(db, extra));
+    if !extra.contains(&"--log-level") {
+        args.extend(["--log-level".to_string(), "warn".into()]);
     }
-    args.extend(base);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(["--log-level".to_string(), "warn".into()]);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"))
         .args(&args)
         .stdout(Stdio::null())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("server binary starts");

@@ -110,10 +110,31 @@ pub fn base_args(db: &TestDb) -> Vec<String> {
         ADMIN_EMAIL,
         "--bootstrap-admin-password",
         ADMIN_PASSWORD,
+        // Tests log in as the admin many times a second; the limits' own tests set them.
+        "--login-rate-limit",
+        "1000000",
+        "--login-rate-burst",
+        "1000000",
+        "--user-rate-limit",
+        "1000000",
+        "--user-rate-burst",
+        "1000000",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// [`base_args`] with `extra` flags replacing the base's same flags or adding to them.
+pub fn args_with(db: &TestDb, extra: &[&str]) -> Vec<String> {
+    let mut base = base_args(db);
+    for flag in extra.iter().filter(|a| a.starts_with("--")) {
+        if let Some(i) = base.iter().position(|b| b == flag) {
+            base.drain(i..i + 2);
+        }
+    }
+    base.extend(extra.iter().map(|s| s.to_string()));
+    base
 }
 
 pub struct TestServer {
@@ -134,8 +155,7 @@ impl TestServer {
                 .with_test_writer()
                 .try_init();
         }
-        let mut args = base_args(db);
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = args_with(db, extra);
         let config = ServeConfig::from_args(args).expect("test config parses");
         let app = App::build(config).await.expect("server builds");
         let stream_stats = app.stream_stats();
@@ -146,12 +166,15 @@ impl TestServer {
         let task = tokio::spawn(server::serve(app, listener, async {
             let _ = rx.await;
         }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
+        let endpoint = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("client connects");
+            .connect_timeout(Duration::from_secs(5));
+        // A TLS server does not speak plaintext: its tests make their own channels.
+        let channel = if extra.contains(&"--tls-cert") {
+            endpoint.connect_lazy()
+        } else {
+            endpoint.connect().await.expect("client connects")
+        };
         TestServer {
             addr,
             channel,
@@ -245,6 +268,13 @@ impl Drop for TestServer {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// GetUser by id.
+pub fn by_id(id: u64) -> activity_hub::proto::user::v1::GetUserRequest {
+    activity_hub::proto::user::v1::GetUserRequest {
+        identifier: Some(activity_hub::proto::user::v1::get_user_request::Identifier::UserId(id)),
     }
 }
 

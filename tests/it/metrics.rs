@@ -64,3 +64,173 @@ async fn hub_metrics_count_real_traffic() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The value of `name{...}` whose labels include every pair in `labels`.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let open = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&open))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Metric names referenced by the shipped Grafana dashboard's queries.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/activity-hub.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard file"))
+            .expect("dashboard is valid JSON");
+    fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(s)) => out.push(s.clone()),
+                        _ => exprs(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    exprs(&json, &mut all);
+    assert!(all.len() >= 10, "the dashboard has queries");
+    let mut names = std::collections::BTreeSet::new();
+    for e in all {
+        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("grpc_server_") || word.starts_with("hub_") {
+                let base = ["_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| word.strip_suffix(s))
+                    .unwrap_or(word);
+                names.insert(base.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Per-RPC metrics from the tower layer, counted after real calls (unary OK and error,
+/// a bidi stream, a rate-limited Login), and the dashboard checked against the scrape:
+/// every series it queries exists, and every hub/grpc series is on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_metrics_count_real_calls_and_the_dashboard_covers_them() {
+    use activity_hub::proto::{
+        auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
+        user::v1::user_service_client::UserServiceClient,
+    };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (_child, ch) = spawn_server_with(
+        &db,
+        &[
+            "--metrics-listen",
+            &listen,
+            "--login-rate-limit",
+            "1",
+            "--login-rate-burst",
+            "2",
+        ],
+    )
+    .await;
+    let (token, me) = admin(&ch).await;
+    let mut users = UserServiceClient::new(ch.clone());
+    for _ in 0..3 {
+        users
+            .get_user(crate::helpers::authed(crate::helpers::by_id(me), &token))
+            .await
+            .unwrap();
+    }
+    let missing = users
+        .get_user(crate::helpers::authed(crate::helpers::by_id(999_999), &token))
+        .await;
+    assert_eq!(missing.unwrap_err().code(), tonic::Code::NotFound);
+    let reqs = (0..3).map(|i| event_req(&[me], "t", format!("{i}"))).collect();
+    publish_stream(&ch, &token, reqs).await;
+    let wrong = || LoginRequest {
+        identifier: Some(Identifier::Email(crate::helpers::ADMIN_EMAIL.into())),
+        password: "wrong-password".into(),
+    };
+    let mut auth = AuthServiceClient::new(ch.clone());
+    // Burst 2: admin() used one token, this wrong guess the other; the next is limited.
+    assert_eq!(
+        auth.login(wrong()).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        auth.login(wrong()).await.unwrap_err().code(),
+        tonic::Code::ResourceExhausted
+    );
+
+    let get = [
+        ("grpc_service", "user.v1.UserService"),
+        ("grpc_method", "GetUser"),
+        ("grpc_type", "unary"),
+    ];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut v = get.to_vec();
+        v.push(extra);
+        v
+    };
+    let publish = [
+        ("grpc_service", "activity.v1.ActivityService"),
+        ("grpc_method", "PublishStream"),
+        ("grpc_type", "bidi_stream"),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(port).await;
+        let ok = series(&text, "grpc_server_started_total", &get) == Some(4.0)
+            && series(&text, "grpc_server_handled_total", &with(("grpc_code", "OK"))) == Some(3.0)
+            && series(
+                &text,
+                "grpc_server_handled_total",
+                &with(("grpc_code", "NotFound")),
+            ) == Some(1.0)
+            && series(&text, "grpc_server_msg_received_total", &get) == Some(4.0)
+            && series(&text, "grpc_server_msg_sent_total", &get) == Some(3.0)
+            && series(&text, "grpc_server_handling_seconds_count", &get) == Some(4.0)
+            && series(&text, "grpc_server_msg_received_total", &publish) == Some(3.0)
+            && series(&text, "grpc_server_msg_sent_total", &publish) == Some(3.0)
+            && series(
+                &text,
+                "grpc_server_handled_total",
+                &[("grpc_method", "PublishStream"), ("grpc_code", "OK")],
+            ) == Some(1.0)
+            && series(
+                &text,
+                "grpc_server_handled_total",
+                &[("grpc_method", "Login"), ("grpc_code", "ResourceExhausted")],
+            ) == Some(1.0)
+            && series(&text, "hub_rate_limited_total", &[("limit", "login")]) == Some(1.0)
+            && series(&text, "grpc_server_handling_seconds_bucket", &with(("le", "60"))) == Some(4.0);
+        if ok {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never matched:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let on_dashboard = dashboard_metrics();
+    for name in &on_dashboard {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which the server does not export"
+        );
+    }
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("# TYPE ").and_then(|l| l.split(' ').next()) {
+            if name.starts_with("hub_") || name.starts_with("grpc_server_") {
+                assert!(
+                    on_dashboard.contains(name),
+                    "{name} is exported but not on the dashboard"
+                );
+            }
+        }
+    }
+}

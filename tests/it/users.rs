@@ -11,7 +11,7 @@ use tonic::Code;
 
 use crate::{
     dual,
-    helpers::{assert_status, authed, eventually, Backend, TestDb, TestServer, PASSWORD},
+    helpers::{assert_status, authed, by_id, eventually, Backend, TestDb, TestServer, PASSWORD},
 };
 
 fn new_user(name: &str) -> CreateUserRequest {
@@ -22,12 +22,6 @@ fn new_user(name: &str) -> CreateUserRequest {
         first_name: format!("First{name}"),
         last_name: "Tester".into(),
         roles: vec![],
-    }
-}
-
-fn by_id(id: u64) -> GetUserRequest {
-    GetUserRequest {
-        identifier: Some(Identifier::UserId(id)),
     }
 }
 
