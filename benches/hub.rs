@@ -226,6 +226,8 @@ impl Target {
                         PASSWORD,
                     ])
                     .args(["--max-streams-per-connection", "2048", "--log-level", "warn"])
+                    // A few users publish everything: limiter on the path, out of the way.
+                    .args(["--user-rate-limit", "100000000", "--user-rate-burst", "100000000"])
                     .stdout(Stdio::null())
                     .kill_on_drop(true)
                     .spawn()

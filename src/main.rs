@@ -52,7 +52,8 @@ async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
         .await
         .map_err(|e| format!("--listen {}: {e}", config.listen))?;
     let result = activity_hub::server::run(config, listener, shutdown_signal()).await;
-    telemetry.shutdown();
+    // Flushing exports over the runtime's own connections: block elsewhere, not on a worker.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     result?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! - takes the request id from `x-request-id` metadata (or makes one) and echoes it in
 //!   the response headers;
-//! - opens one `rpc` span (target `activity_hub::rpc`) with service, method, peer,
+//! - opens one `rpc` span (target `activity_hub::rpc`, level DEBUG) with service, method, peer,
 //!   request id, and later the user id (recorded by authentication), status code and
 //!   duration; with OpenTelemetry on, a W3C `traceparent` in the metadata becomes its
 //!   parent;
@@ -34,7 +34,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use metrics::{Counter, Histogram};
 use pin_project_lite::pin_project;
@@ -45,7 +45,7 @@ use tonic::{
     Code, Status,
 };
 use tower::{Layer, Service};
-use tracing::{field::Empty, Instrument, Span};
+use tracing::{field::Empty, Span};
 
 /// Calls started, by service, method and type.
 pub const STARTED: &str = "grpc_server_started_total";
@@ -65,6 +65,11 @@ pub const HANDLING_BUCKETS: &[f64] = &[
 
 /// The request id metadata key, read from requests and set on responses.
 pub const REQUEST_ID: &str = "x-request-id";
+// Header names made once: looking a `&str` name up parses it on every call.
+static REQUEST_ID_H: HeaderName = HeaderName::from_static(REQUEST_ID);
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// Longest client-supplied request id kept; longer or non-printable ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
@@ -283,8 +288,6 @@ pub struct Rpc<S> {
     shared: Arc<Shared>,
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 impl<S> Service<Request<TonicBody>> for Rpc<S>
 where
     S: Service<Request<TonicBody>, Response = Response<TonicBody>> + Clone + Send + 'static,
@@ -293,7 +296,7 @@ where
 {
     type Response = Response<RpcBody>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<Response<RpcBody>, S::Error>>;
+    type Future = RpcFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -305,12 +308,16 @@ where
         let info = shared.table.get(req.uri().path()).clone();
         info.started.increment(1);
         let request_id = request_id(req.headers());
-        let span = tracing::info_span!(
+        let peer = peer(&req);
+        // DEBUG, like tower-http's default: formatting a span per call costs ~10% of a
+        // trivial call's throughput, so it exists only when logs or OTLP ask for it.
+        // Failures are logged at WARN with the same fields either way (see `Finish`).
+        let span = tracing::debug_span!(
             target: "activity_hub::rpc",
             "rpc",
             service = info.service,
             method = info.method,
-            peer = peer(&req).map(tracing::field::display),
+            peer = peer.map(tracing::field::display),
             request_id = request_id.to_str().unwrap_or_default(),
             user_id = Empty,
             grpc_code = Empty,
@@ -324,6 +331,8 @@ where
         let mut finish = Finish {
             info: info.clone(),
             span: span.clone(),
+            request_id: request_id.clone(),
+            peer,
             started,
             code: None,
             _permit: None,
@@ -338,7 +347,13 @@ where
                         shared.opts.max_concurrent_unary
                     ));
                     let res = respond(status, request_id, finish, &shared);
-                    return Box::pin(async move { Ok(res) });
+                    return RpcFuture {
+                        inner: None,
+                        deadline: None,
+                        ready: Some(res),
+                        pending: None,
+                        span,
+                    };
                 }
             }
             let client = grpc_timeout(req.headers());
@@ -357,35 +372,78 @@ where
                 received,
             })
         });
-        // The usual clone-and-swap: the clone that was polled ready serves this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(
-            async move {
-                let call = inner.call(req);
-                let res = match deadline {
-                    None => call.await?,
-                    Some((after, limit)) => {
-                        match tokio::time::timeout(after.saturating_sub(limit.lead(after)), call).await {
-                            Ok(res) => res?,
-                            Err(_) => {
-                                let status = Status::deadline_exceeded(match limit {
-                                    Limit::Client => {
-                                        format!("the client's deadline of {after:?} (grpc-timeout) passed")
-                                    }
-                                    Limit::Server => {
-                                        format!("the call ran past the server's --unary-timeout of {after:?}")
-                                    }
-                                });
-                                return Ok(respond(status, request_id, finish, &shared));
-                            }
-                        }
-                    }
+        let call = {
+            let _in = span.enter();
+            self.inner.call(req)
+        };
+        RpcFuture {
+            inner: Some(call),
+            deadline: deadline
+                .and_then(|(after, limit)| started.checked_add(after - limit.lead(after)))
+                .map(|at| tokio::time::sleep_until(at.into())),
+            ready: None,
+            pending: Some(Pending {
+                finish,
+                request_id,
+                deadline,
+                shared,
+            }),
+            span,
+        }
+    }
+}
+
+/// What a running call needs once it is answered.
+struct Pending {
+    finish: Finish,
+    request_id: HeaderValue,
+    deadline: Option<(Duration, Limit)>,
+    shared: Arc<Shared>,
+}
+
+pin_project! {
+    /// The response future of [`Rpc`]: the inner call, raced against the unary deadline
+    /// when there is one (no allocation, no timer otherwise).
+    pub struct RpcFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        #[pin]
+        deadline: Option<tokio::time::Sleep>,
+        ready: Option<Response<RpcBody>>,
+        pending: Option<Pending>,
+        span: Span,
+    }
+}
+
+impl<F, E> Future for RpcFuture<F>
+where
+    F: Future<Output = Result<Response<TonicBody>, E>>,
+{
+    type Output = Result<Response<RpcBody>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(res) = this.ready.take() {
+            return Poll::Ready(Ok(res));
+        }
+        let _in = this.span.enter();
+        if let Some(inner) = this.inner.as_mut().as_pin_mut() {
+            if let Poll::Ready(res) = inner.poll(cx) {
+                this.inner.set(None);
+                let res = res?;
+                let Some(Pending {
+                    mut finish,
+                    request_id,
+                    shared,
+                    ..
+                }) = this.pending.take()
+                else {
+                    return Poll::Pending;
                 };
                 let (mut parts, body) = res.into_parts();
                 finish.code = status_in(&mut parts.headers, &shared);
-                parts.headers.insert(REQUEST_ID, request_id);
-                Ok(Response::from_parts(
+                parts.headers.insert(REQUEST_ID_H.clone(), request_id);
+                return Poll::Ready(Ok(Response::from_parts(
                     parts,
                     RpcBody {
                         inner: body,
@@ -393,10 +451,31 @@ where
                         opts: shared,
                         finish: Some(finish),
                     },
-                ))
+                )));
             }
-            .instrument(span),
-        )
+        }
+        if let Some(sleep) = this.deadline.as_pin_mut() {
+            if sleep.poll(cx).is_ready() {
+                // Dropping the handler here cancels the store work it has not done yet.
+                this.inner.set(None);
+                if let Some(Pending {
+                    finish,
+                    request_id,
+                    deadline: Some((after, limit)),
+                    shared,
+                }) = this.pending.take()
+                {
+                    let status = Status::deadline_exceeded(match limit {
+                        Limit::Client => format!("the client's deadline of {after:?} (grpc-timeout) passed"),
+                        Limit::Server => {
+                            format!("the call ran past the server's --unary-timeout of {after:?}")
+                        }
+                    });
+                    return Poll::Ready(Ok(respond(status, request_id, finish, &shared)));
+                }
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -428,7 +507,7 @@ fn respond(
 ) -> Response<RpcBody> {
     finish.code = Some(status.code());
     let mut res = status.into_http::<TonicBody>();
-    res.headers_mut().insert(REQUEST_ID, request_id);
+    res.headers_mut().insert(REQUEST_ID_H.clone(), request_id);
     res.map(|inner| RpcBody {
         inner,
         frames: Frames::default(),
@@ -440,14 +519,20 @@ fn respond(
 /// The client's `x-request-id` when it is printable ASCII of a sane length, else a fresh
 /// random one (128 bits, hex).
 fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(REQUEST_ID) {
+    if let Some(v) = headers.get(&REQUEST_ID_H) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(u8::is_ascii_graphic) {
             return v.clone();
         }
     }
+    // Hex by hand: `format!` showed up in profiles of trivial calls.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: u128 = rand::random();
-    HeaderValue::try_from(format!("{id:032x}")).unwrap_or(HeaderValue::from_static("unknown"))
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((id >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 fn peer<B>(req: &Request<B>) -> Option<SocketAddr> {
@@ -462,7 +547,7 @@ fn peer<B>(req: &Request<B>) -> Option<SocketAddr> {
 
 /// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
 fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let v = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     if v.len() < 2 || v.len() > 9 {
         return None;
     }
@@ -482,11 +567,11 @@ fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 /// The status in `map` (response headers of a trailers-only response, or trailers), with
 /// tonic's OUT_OF_RANGE for oversized messages rewritten to RESOURCE_EXHAUSTED.
 fn status_in(map: &mut HeaderMap, opts: &Shared) -> Option<Code> {
-    let code = Code::from_bytes(map.get("grpc-status")?.as_bytes());
+    let code = Code::from_bytes(map.get(&GRPC_STATUS)?.as_bytes());
     if code != Code::OutOfRange {
         return Some(code);
     }
-    let message = map.get("grpc-message").map(|m| m.as_bytes()).unwrap_or_default();
+    let message = map.get(&GRPC_MESSAGE).map(|m| m.as_bytes()).unwrap_or_default();
     let has = |needle: &str| {
         let encoded = needle.replace(' ', "%20");
         let hay = message;
@@ -587,6 +672,8 @@ impl Body for Inbound {
 struct Finish {
     info: Arc<MethodInfo>,
     span: Span,
+    request_id: HeaderValue,
+    peer: Option<SocketAddr>,
     started: Instant,
     code: Option<Code>,
     _permit: Option<OwnedSemaphorePermit>,
@@ -598,17 +685,29 @@ impl Drop for Finish {
         let elapsed = self.started.elapsed();
         self.info.handled(code).increment(1);
         self.info.seconds.record(elapsed.as_secs_f64());
+        let failed = matches!(code, Code::Internal | Code::Unknown | Code::DataLoss);
         if self.span.is_disabled() {
+            if failed {
+                tracing::warn!(
+                    target: "activity_hub::rpc",
+                    service = self.info.service,
+                    method = self.info.method,
+                    peer = self.peer.map(tracing::field::display),
+                    request_id = self.request_id.to_str().unwrap_or_default(),
+                    grpc_code = code_name(code),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    "rpc failed"
+                );
+            }
             return;
         }
         self.span.record("grpc_code", code_name(code));
         self.span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         let _in = self.span.enter();
-        match code {
-            Code::Internal | Code::Unknown | Code::DataLoss => {
-                tracing::warn!(target: "activity_hub::rpc", "rpc failed")
-            }
-            _ => tracing::debug!(target: "activity_hub::rpc", "rpc finished"),
+        if failed {
+            tracing::warn!(target: "activity_hub::rpc", "rpc failed")
+        } else {
+            tracing::debug!(target: "activity_hub::rpc", "rpc finished")
         }
     }
 }

@@ -80,7 +80,11 @@ where
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("activity-hub"))
-        .with_filter(Targets::new().with_target("activity_hub", tracing::Level::INFO))
+        .with_filter(
+            Targets::new()
+                .with_target("activity_hub::rpc", tracing::Level::DEBUG)
+                .with_target("activity_hub", tracing::Level::INFO),
+        )
 }
 
 /// Makes the remote span in a W3C `traceparent` (and `tracestate`) of `headers` the

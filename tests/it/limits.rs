@@ -557,3 +557,20 @@ async fn unary_calls_beyond_the_limit_are_shed_and_streams_are_not() {
         .expect("served again once calls finish");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_list_is_refused_and_others_carry_on() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = TestServer::start(&db, &["--http2-max-header-list-bytes", "4096"]).await;
+    let token = s.admin_token().await;
+    let mut req = authed(crate::helpers::by_id(1), &token);
+    req.metadata_mut()
+        .insert("x-padding", "a".repeat(8192).parse().unwrap());
+    let res = tokio::time::timeout(Duration::from_secs(10), s.users().get_user(req))
+        .await
+        .expect("answered, not hung");
+    assert!(res.is_err(), "an 8 KiB header passed a 4 KiB limit: {res:?}");
+    // A normal header list on the same server is fine.
+    completes_calls(&s, &token, 5).await;
+    s.stop().await;
+}

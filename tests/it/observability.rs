@@ -250,3 +250,76 @@ fn otel_spans_continue_the_callers_trace() {
     // Login spans were exported too (every RPC gets one).
     assert!(spans.iter().any(|s| s.name == "/auth.v1.AuthService/Login"));
 }
+
+/// The real binary with `--otlp-endpoint` exports its RPC spans over OTLP/gRPC to a
+/// collector (a test double speaking the OTLP trace service), in the caller's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exports_spans_over_otlp() {
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        trace_service_server::{TraceService, TraceServiceServer},
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    struct Collector(tokio::sync::mpsc::UnboundedSender<ExportTraceServiceRequest>);
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let _ = self.0.send(req.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let db = TestDb::new(Backend::Sqlite).await;
+    let endpoint = format!("http://{collector}");
+    let (mut child, ch) = spawn_server_logging(&db, &["--otlp-endpoint", &endpoint], Stdio::inherit()).await;
+    let (token, me) = admin(&ch).await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let parent_id = "b7ad6b7169203331";
+    let mut req = authed(crate::helpers::by_id(me), &token);
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_id}-01").parse().unwrap(),
+    );
+    UserServiceClient::new(ch.clone()).get_user(req).await.unwrap();
+    // SIGTERM: a graceful stop flushes the batch exporter.
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut found = None;
+    while let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+        for span in batch
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            if span.name == "/user.v1.UserService/GetUser" {
+                found = Some(span.clone());
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+    }
+    let span = found.expect("the GetUser span reached the collector");
+    assert_eq!(hex(&span.trace_id), trace_id);
+    assert_eq!(hex(&span.parent_span_id), parent_id);
+    assert!(
+        span.attributes.iter().any(|kv| kv.key == "user_id"),
+        "attributes: {:?}",
+        span.attributes
+    );
+}

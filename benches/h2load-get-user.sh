@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# GetUser (with bearer auth) on the release binary vs Health/Check on the same server vs
+# Health/Check on a bare tonic server, under h2load (an independent HTTP/2 client),
+# alternating, so the three are measured side by side in one run.
+#
+# usage: benches/h2load-get-user.sh [ROUNDS] [SECS]     (needs h2load: nghttp2-client)
+# The hub runs as shipped (metrics recorder on, info logging, the RPC layer and the rate
+# limiter on the path) except that the per-user limit is raised out of the way: a single
+# user makes every call here.
+set -euo pipefail
+rounds=${1:-3}
+secs=${2:-8}
+here=$(cd "$(dirname "$0")/.." && pwd)
+h2=$here/../shared/tools/h2load-unary.sh
+cargo build -q --release --bin activity-hub --bench bare_tonic
+bare=$(ls -t "$here"/target/release/deps/bare_tonic-* | grep -v '\.d$' | head -1)
+work=$(mktemp -d)
+secret=bench-secret-bench-secret-bench-secret
+"$here/target/release/activity-hub" serve --listen 127.0.0.1:50777 --metrics-listen 127.0.0.1:59464 \
+  --database-url "sqlite://$work/hub.db" --auth-secret "$secret" \
+  --bootstrap-admin-email admin@bench.test --bootstrap-admin-password admin-password \
+  --user-rate-limit 100000000 --user-rate-burst 100000000 2>"$work/hub.log" &
+hub=$!
+"$bare" 127.0.0.1:50778 >/dev/null 2>&1 &
+baresrv=$!
+trap 'kill $hub $baresrv 2>/dev/null; rm -rf "$work"' EXIT
+sleep 2
+token=$(python3 - "$secret" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
+now = int(time.time())
+head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+body = b(json.dumps({"sub": "1", "roles": ["admin"], "iss": "activity-hub", "aud": "activity-hub", "iat": now, "exp": now + 3600}).encode())
+sig = b(hmac.new(sys.argv[1].encode(), head + b"." + body, hashlib.sha256).digest())
+print((head + b"." + body + b"." + sig).decode())
+PY
+)
+printf '0801' > "$work/get.hex"   # GetUserRequest{user_id: 1}
+: > "$work/empty.hex"
+rate() { grep -oE 'finished in [0-9.]+s, [0-9.]+ req/s' | grep -oE '[0-9.]+ req/s' | head -1; }
+for r in $(seq "$rounds"); do
+  g=$("$h2" -x -D "$secs" -c 4 -m 64 -H "authorization: Bearer $token" 127.0.0.1:50777 /user.v1.UserService/GetUser "$work/get.hex" | rate)
+  e=$("$h2" -x -D "$secs" -c 4 -m 64 127.0.0.1:50777 /grpc.health.v1.Health/Check "$work/empty.hex" | rate)
+  t=$("$h2" -x -D "$secs" -c 4 -m 64 127.0.0.1:50778 /grpc.health.v1.Health/Check "$work/empty.hex" | rate)
+  echo "round $r: GetUser(auth) $g | same-server Health $e | bare tonic Health $t"
+done
