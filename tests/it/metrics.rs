@@ -42,8 +42,9 @@ async fn hub_metrics_count_real_traffic() {
     let mut sub = Sub::open(&ch, &token, Start::default()).await.unwrap();
     let reqs = (0..3).map(|i| event_req(&[me], "t", format!("{i}"))).collect();
     publish_stream(&ch, &token, reqs).await;
+    let mut last = 0;
     for _ in 0..3 {
-        sub.event().await;
+        last = sub.event().await.seq;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -52,6 +53,8 @@ async fn hub_metrics_count_real_traffic() {
             && value(&text, "hub_deliveries_committed_total") == Some(3.0)
             && value(&text, "hub_events_delivered_total") == Some(3.0)
             && value(&text, "hub_subscriptions_active") == Some(1.0)
+            // Delivered, not yet acknowledged.
+            && value(&text, "hub_subscriber_lag_events") == Some(3.0)
             && value(&text, "hub_persistence_commit_seconds_count").is_some_and(|n| n >= 1.0)
             && text.contains("hub_persistence_batch_size_bucket{le=\"8192\"}");
         if ok {
@@ -61,6 +64,12 @@ async fn hub_metrics_count_real_traffic() {
             tokio::time::Instant::now() < deadline,
             "metrics never matched:\n{text}"
         );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sub.ack(last).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while value(&scrape(port).await, "hub_subscriber_lag_events") != Some(0.0) {
+        assert!(tokio::time::Instant::now() < deadline, "lag did not return to 0 after the ack");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
