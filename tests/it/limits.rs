@@ -363,7 +363,7 @@ async fn keepalive_finds_dead_peers_of_idle_streams() {
             "--http2-keepalive-interval",
             "200ms",
             "--http2-keepalive-timeout",
-            "300ms",
+            "1s",
         ],
     )
     .await;
@@ -471,7 +471,8 @@ async fn client_deadline_answers_deadline_exceeded_and_cancels_store_work(b: Bac
         let token = token.clone();
         async move { users.create_user(authed(new_user("first"), &token)).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let it take the pool's connection (and block on the lock) first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = std::time::Instant::now();
     let late = users
         .create_user(with_deadline(
@@ -534,7 +535,7 @@ async fn unary_calls_beyond_the_limit_are_shed_and_streams_are_not() {
             tokio::spawn(async move { users.create_user(authed(new_user(n), &token)).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for b in &blocked {
         assert!(!b.is_finished(), "the two creates wait on the lock");
     }

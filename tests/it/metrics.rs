@@ -69,7 +69,10 @@ async fn hub_metrics_count_real_traffic() {
     sub.ack(last).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while value(&scrape(port).await, "hub_subscriber_lag_events") != Some(0.0) {
-        assert!(tokio::time::Instant::now() < deadline, "lag did not return to 0 after the ack");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lag did not return to 0 after the ack"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
