@@ -22,6 +22,8 @@
 //! - [`telemetry`]: log formats and the optional OpenTelemetry (OTLP) export.
 //! - [`error`]: [`error::ApiError`] and the one place it becomes a `tonic::Status`.
 //! - [`proto`]: generated code; nothing outside the service edges speaks prost.
+//! - [`client`]: the Rust client: load balancing over endpoints, health checks, circuit
+//!   breakers, retries, and subscriptions that resume by themselves.
 //!
 //! A unary call: tonic decodes the request -> the service authenticates the bearer token
 //! (a cached verification and a cached user look-up) -> the policy decides -> the domain
@@ -32,6 +34,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod hub;

@@ -35,7 +35,11 @@ pub async fn spawn_server_with(db: &TestDb, extra: &[&str]) -> (Child, Channel) 
 
 /// [`spawn_server_with`], its log (stderr) going to `stderr`.
 pub async fn spawn_server_logging(db: &TestDb, extra: &[&str], stderr: Stdio) -> (Child, Channel) {
-    let port = free_port();
+    spawn_server_on(free_port(), db, extra, stderr).await
+}
+
+/// The real binary listening on `port`.
+pub async fn spawn_server_on(port: u16, db: &TestDb, extra: &[&str], stderr: Stdio) -> (Child, Channel) {
     let mut args = vec![
         "serve".to_string(),
         "--listen".into(),

@@ -3,6 +3,7 @@
 
 mod activity;
 mod auth;
+mod client;
 mod crash;
 mod helpers;
 mod limits;

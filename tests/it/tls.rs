@@ -159,3 +159,31 @@ async fn unreadable_tls_files_are_named_at_startup() {
         .to_string();
     assert!(err.contains("--tls-cert /nonexistent/cert.pem"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_client_speaks_mtls() {
+    use activity_hub::client::{Client, ClientConfig};
+    let pki = pki();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
+    let s = TestServer::start(
+        &db,
+        &["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca],
+    )
+    .await;
+    let mut cfg = ClientConfig::new([format!("https://{}", s.addr)]);
+    cfg.tls = Some(
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+            .domain_name("localhost")
+            .identity(pki.client.clone()),
+    );
+    let client = Client::connect(cfg).await.unwrap();
+    let token = client
+        .login(crate::helpers::ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD)
+        .await
+        .expect("login over mTLS");
+    client.set_token(Some(token));
+    assert_eq!(client.get_user(1).await.unwrap().id, 1);
+    s.stop().await;
+}

@@ -1,0 +1,171 @@
+//! The Rust client: subscriptions that survive a server crash with no gap, fail-over
+//! past a dead endpoint, round-robin balancing, and the circuit breaker.
+
+use std::{collections::BTreeSet, process::Stdio, time::Duration};
+
+use activity_hub::{
+    client::{Client, ClientConfig, SubscribeOptions},
+    proto::activity::v1::PublishRequest,
+};
+use futures_util::StreamExt;
+
+use crate::{
+    crash::{free_port, spawn_server_on},
+    helpers::{Backend, TestDb, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD},
+};
+
+fn fast(endpoints: Vec<String>) -> ClientConfig {
+    let mut c = ClientConfig::new(endpoints);
+    c.initial_backoff = Duration::from_millis(20);
+    c.max_backoff = Duration::from_millis(200);
+    c.max_attempts = 50;
+    c.health_interval = Duration::from_millis(100);
+    c.breaker_cooldown = Duration::from_millis(200);
+    c
+}
+
+fn event(me: u64, i: usize) -> PublishRequest {
+    PublishRequest {
+        recipient_ids: vec![me],
+        r#type: "tick".into(),
+        payload: format!("{i}").into_bytes().into(),
+        ..Default::default()
+    }
+}
+
+/// kill -9 of the server under a running subscription and a running publisher, then a
+/// restart on the same port: the subscription reconnects by itself and yields every
+/// event exactly once, in order; every publish the client reported as done is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_survives_a_server_crash_with_no_gap() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let port = free_port();
+    let (mut child, _) = spawn_server_on(port, &db, &[], Stdio::inherit()).await;
+    let client = Client::connect(fast(vec![format!("http://127.0.0.1:{port}")]))
+        .await
+        .unwrap();
+    client.set_token(Some(client.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap()));
+    let me = client.get_user(1).await.unwrap().id;
+    let mut sub = client.subscribe(SubscribeOptions {
+        auto_ack: true,
+        ..SubscribeOptions::consumer("phone")
+    });
+    const N: usize = 300;
+    let publisher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..N {
+                let r = client
+                    .publish(event(me, i), true)
+                    .await
+                    .expect("publish retried until done");
+                seqs.push(r.deliveries[0].seq);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            seqs
+        })
+    };
+    let mut got = Vec::new();
+    let mut restarted = None;
+    while got.len() < N {
+        let ev = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("events keep coming")
+            .expect("the stream does not end")
+            .expect("no error reaches the application");
+        got.push(ev.seq);
+        if got.len() == N / 3 && restarted.is_none() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            restarted = Some(spawn_server_on(port, &db, &[], Stdio::inherit()).await.0);
+        }
+    }
+    assert!(restarted.is_some(), "the server was killed mid-stream");
+    let expected: Vec<u64> = (1..=N as u64).collect();
+    assert_eq!(got, expected, "every event once, in order, no gap");
+    let published = publisher.await.unwrap();
+    assert_eq!(
+        published.iter().copied().collect::<BTreeSet<_>>(),
+        expected.iter().copied().collect::<BTreeSet<_>>(),
+        "each acknowledged publish is one event (idempotency keys made retries safe)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_fail_over_past_a_dead_endpoint_and_balance_over_live_ones() {
+    let secret = "client-test-secret-client-test-secret";
+    let (db_a, db_b) = (
+        TestDb::new(Backend::Sqlite).await,
+        TestDb::new(Backend::Sqlite).await,
+    );
+    let a = TestServer::start(&db_a, &["--auth-secret", secret]).await;
+    let b = TestServer::start(&db_b, &["--auth-secret", secret]).await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let mut cfg = fast(vec![
+        dead.clone(),
+        format!("http://{}", a.addr),
+        format!("http://{}", b.addr),
+    ]);
+    cfg.breaker_failures = 2;
+    cfg.breaker_cooldown = Duration::from_secs(3600);
+    let client = Client::connect(cfg).await.unwrap();
+    // Both servers bootstrapped the same admin (id 1) and share the token secret.
+    client.set_token(Some(client.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap()));
+    for _ in 0..40 {
+        client
+            .get_user(1)
+            .await
+            .expect("every call succeeds despite the dead endpoint");
+    }
+    let st = client.endpoints();
+    assert_eq!(st[0].uri, dead);
+    assert_eq!(st[0].answered, 0);
+    // Found dead by the first health check or the breaker, whichever came first; either
+    // way it costs at most the breaker's threshold of failed calls, each retried.
+    assert!(st[0].failed <= 2, "the dead endpoint is skipped: {st:?}");
+    assert!(!st[0].healthy || st[0].breaker == activity_hub::client::BreakerState::Open);
+    assert!(
+        st[1].answered >= 10 && st[2].answered >= 10,
+        "round robin over live endpoints: {st:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_steer_calls_away_from_a_stopped_server() {
+    let secret = "client-test-secret-client-test-secret";
+    let (db_a, db_b) = (
+        TestDb::new(Backend::Sqlite).await,
+        TestDb::new(Backend::Sqlite).await,
+    );
+    let a = TestServer::start(&db_a, &["--auth-secret", secret]).await;
+    let b = TestServer::start(&db_b, &["--auth-secret", secret]).await;
+    let client = Client::connect(fast(vec![
+        format!("http://{}", a.addr),
+        format!("http://{}", b.addr),
+    ]))
+    .await
+    .unwrap();
+    client.set_token(Some(client.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap()));
+    a.stop().await;
+    crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the stopped server is marked unhealthy",
+        || !client.endpoints()[0].healthy,
+    )
+    .await;
+    let before = client.endpoints()[0].failed;
+    for _ in 0..20 {
+        client.get_user(1).await.expect("served by the live server");
+    }
+    let st = client.endpoints();
+    assert_eq!(
+        st[0].failed, before,
+        "no call was sent to the unhealthy server: {st:?}"
+    );
+    assert!(st[1].answered >= 20);
+    b.stop().await;
+}
