@@ -450,6 +450,82 @@ impl Client {
         .await
     }
 
+    /// A user by id, email or username (retried on transient failures).
+    pub async fn find_user(
+        &self,
+        identifier: get_user_request::Identifier,
+    ) -> Result<upb::User, ClientError> {
+        let msg = upb::GetUserRequest {
+            identifier: Some(identifier),
+        };
+        self.unary(true, |ch| {
+            let req = self.request(msg.clone(), None);
+            async move { UserServiceClient::new(ch).get_user(req).await }
+        })
+        .await
+    }
+
+    /// Creates a user (sent once: a blind retry could meet its own ALREADY_EXISTS).
+    pub async fn create_user(&self, msg: upb::CreateUserRequest) -> Result<upb::User, ClientError> {
+        self.unary(false, |ch| {
+            let req = self.request(msg.clone(), None);
+            async move { UserServiceClient::new(ch).create_user(req).await }
+        })
+        .await
+    }
+
+    /// Sets the given fields (idempotent: retried on transient failures).
+    pub async fn update_user(&self, msg: upb::UpdateUserRequest) -> Result<upb::User, ClientError> {
+        self.unary(true, |ch| {
+            let req = self.request(msg.clone(), None);
+            async move { UserServiceClient::new(ch).update_user(req).await }
+        })
+        .await
+    }
+
+    /// Deletes a user (sent once).
+    pub async fn delete_user(&self, id: u64) -> Result<(), ClientError> {
+        let msg = upb::GetUserRequest {
+            identifier: Some(get_user_request::Identifier::UserId(id)),
+        };
+        self.unary(false, |ch| {
+            let req = self.request(msg.clone(), None);
+            async move { UserServiceClient::new(ch).delete_user(req).await }
+        })
+        .await
+    }
+
+    /// A page of users (retried on transient failures).
+    pub async fn list_users(
+        &self,
+        msg: upb::ListUsersRequest,
+    ) -> Result<upb::ListUsersResponse, ClientError> {
+        self.unary(true, |ch| {
+            let req = self.request(msg.clone(), None);
+            async move { UserServiceClient::new(ch).list_users(req).await }
+        })
+        .await
+    }
+
+    /// grpc.health.v1 status of every endpoint, checked now: `(uri, status name)`.
+    pub async fn health(&self) -> Vec<(String, String)> {
+        use tonic_health::pb::{
+            health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+        };
+        let mut out = Vec::new();
+        for node in &self.inner.nodes {
+            let req = self.request(HealthCheckRequest::default(), None);
+            let status = match HealthClient::new(node.channel.clone()).check(req).await {
+                Ok(r) => ServingStatus::try_from(r.into_inner().status)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_else(|_| "UNKNOWN".into()),
+                Err(s) => format!("UNREACHABLE ({})", s.message()),
+            };
+            out.push((node.uri.clone(), status));
+        }
+        out
+    }
+
     /// Opens a subscription that reconnects by itself; see [`Subscription`].
     pub fn subscribe(&self, opts: SubscribeOptions) -> Subscription {
         let (tx, rx) = mpsc::channel(opts.window.max(1) as usize);

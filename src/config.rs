@@ -10,7 +10,7 @@ use crate::auth::password::{OWASP_ITERATIONS, OWASP_MEMORY_KIB};
 /// activity-hub: durable, ordered per-user activity streams over gRPC, and the user
 /// accounts behind them.
 #[derive(Debug, Parser)]
-#[command(name = "activity-hub", version, about, long_about = None, propagate_version = true)]
+#[command(name = "activity-hub", version, about, long_about = None, propagate_version = true, after_help = crate::cli::EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -22,6 +22,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (gRPC on --listen, Prometheus metrics on --metrics-listen).
     Serve(Box<ServeConfig>),
+    /// Log in by email or username; the token is saved for the commands below.
+    Login(crate::cli::LoginArgs),
+    /// Create, show, list, update and delete users.
+    User(crate::cli::UserArgs),
+    /// Publish an event to one or more users.
+    Publish(crate::cli::PublishArgs),
+    /// Follow events as they arrive (like `tail -f`), acknowledging each once printed.
+    Subscribe(crate::cli::SubscribeArgs),
+    /// Read a user's event log.
+    Events(crate::cli::EventsArgs),
+    /// Check that the servers report SERVING.
+    Health(crate::cli::HealthArgs),
 }
 
 /// Whether GetUser and authentication read users through the in-process cache.

@@ -34,6 +34,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -1,9 +1,13 @@
-//! The `activity-hub` binary: parse the configuration, install logging and metrics, bind,
-//! and hand over to [`activity_hub::server::run`].
+//! The `activity-hub` binary: `serve` parses the configuration, installs logging and
+//! metrics, binds, and hands over to [`activity_hub::server::run`]; every other
+//! subcommand is a client command run by [`activity_hub::cli`].
 
 use std::process::ExitCode;
 
-use activity_hub::config::{Cli, Command, ServeConfig};
+use activity_hub::{
+    cli::{self as c, Cmd},
+    config::{Cli, Command, ServeConfig},
+};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -15,16 +19,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(config) => runtime.block_on(serve(*config)),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
+    let cmd = match cli.command {
+        Command::Serve(config) => {
+            return match runtime.block_on(serve(*config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-    }
+        Command::Login(a) => Cmd::Login(a),
+        Command::User(a) => Cmd::User(a),
+        Command::Publish(a) => Cmd::Publish(a),
+        Command::Subscribe(a) => Cmd::Subscribe(a),
+        Command::Events(a) => Cmd::Events(a),
+        Command::Health(a) => Cmd::Health(a),
+    };
+    runtime.block_on(c::run(cmd))
 }
 
 async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {

@@ -49,7 +49,7 @@ pub async fn spawn_server_on(port: u16, db: &TestDb, extra: &[&str], stderr: Std
     if !extra.contains(&"--log-level") {
         args.extend(["--log-level".to_string(), "warn".into()]);
     }
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"))
         .args(&args)
         .stdout(Stdio::null())
         .stderr(stderr)
@@ -69,6 +69,9 @@ pub async fn spawn_server_on(port: u16, db: &TestDb, extra: &[&str], stderr: Std
             tokio::time::Instant::now() < deadline,
             "server did not come up in 30s"
         );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the server exited at start: {status}");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -3,6 +3,7 @@
 
 mod activity;
 mod auth;
+mod cli;
 mod client;
 mod crash;
 mod helpers;

@@ -1,0 +1,221 @@
+//! The command-line client, run as the real binary against a real server: login saves a
+//! token, user CRUD, publish/subscribe/events, `--json`, and exit codes.
+
+use std::{process::Stdio, time::Duration};
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use crate::{
+    crash::spawn_server_on,
+    helpers::{Backend, TestDb, ADMIN_EMAIL, ADMIN_PASSWORD},
+};
+
+struct Cli {
+    server: String,
+    home: tempfile::TempDir,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"));
+        c.args(args)
+            .env("HUB_SERVER", &self.server)
+            .env("XDG_CONFIG_HOME", self.home.path())
+            .env_remove("HUB_TOKEN")
+            .env_remove("HUB_PASSWORD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    async fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Out {
+        let mut child = self.command(args).spawn().expect("binary runs");
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        let o = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .expect("the command finishes")
+            .unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Out {
+        self.run_with_stdin(args, "").await
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args).await;
+        assert_eq!(o.code, 0, "{args:?} failed: {}{}", o.stdout, o.stderr);
+        o.stdout
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.ok(&a).await).expect("--json prints JSON")
+    }
+
+    async fn login(&self) {
+        let o = self
+            .run_with_stdin(&["login", ADMIN_EMAIL], &format!("{ADMIN_PASSWORD}\n"))
+            .await;
+        assert_eq!(o.code, 0, "login: {}", o.stderr);
+    }
+}
+
+async fn setup() -> (TestDb, tokio::process::Child, Cli) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let port = crate::crash::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (child, _) = spawn_server_on(port, &db, &[], Stdio::inherit()).await;
+    let cli = Cli {
+        server: format!("http://{listen}"),
+        home: tempfile::tempdir().unwrap(),
+    };
+    (db, child, cli)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_user_crud_and_exit_codes() {
+    let (_db, _server, cli) = setup().await;
+    assert!(cli.ok(&["health"]).await.contains("SERVING"));
+
+    let o = cli.run(&["user", "list"]).await;
+    assert_eq!(o.code, 4, "not logged in: {}", o.stderr);
+    assert!(
+        o.stderr.contains("activity-hub login"),
+        "says what to do: {}",
+        o.stderr
+    );
+
+    cli.login().await;
+    let token_file = cli.home.path().join("activity-hub/token");
+    assert!(token_file.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the token is private to its owner");
+    }
+
+    let table = cli
+        .ok(&[
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--username",
+            "bob",
+            "--password",
+            "bob-password-1",
+        ])
+        .await;
+    assert!(table.starts_with("ID"), "a table: {table}");
+    assert!(table.contains("bob@example.com"));
+    let bob = cli.json(&["user", "get", "bob"]).await;
+    assert_eq!(bob["username"], "bob");
+    let id = bob["id"].as_u64().unwrap().to_string();
+    let updated = cli.json(&["user", "update", &id, "--first-name", "Bobby"]).await;
+    assert_eq!(updated["first_name"], "Bobby");
+    let list = cli.json(&["user", "list", "--search", "bob"]).await;
+    assert_eq!(list["users"][0]["email"], "bob@example.com");
+
+    let o = cli.run(&["user", "get", "nobody-here"]).await;
+    assert_eq!(o.code, 3, "not found: {}", o.stderr);
+    let o = cli
+        .run(&[
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--username",
+            "bob2",
+            "--password",
+            "bob-password-1",
+        ])
+        .await;
+    assert_eq!(o.code, 6, "already exists: {}", o.stderr);
+    assert!(o.stderr.contains("AlreadyExists"), "{}", o.stderr);
+
+    cli.ok(&["user", "delete", &id]).await;
+    assert_eq!(cli.run(&["user", "get", &id]).await.code, 3);
+
+    let o = cli.run(&["health", "--server", "http://127.0.0.1:1"]).await;
+    assert_eq!(o.code, 5, "unreachable: {}{}", o.stdout, o.stderr);
+    assert_eq!(cli.run(&["user", "frobnicate"]).await.code, 2, "bad command line");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_subscribe_follow_and_events_list() {
+    let (_db, _server, cli) = setup().await;
+    cli.login().await;
+    // Follows until it has 3 events; a consumer without a cursor starts at the beginning.
+    let follower = cli
+        .command(&["subscribe", "--consumer", "cli", "--count", "3", "--json"])
+        .spawn()
+        .unwrap();
+    for i in 1..=3 {
+        let r = cli
+            .json(&[
+                "publish",
+                "--to",
+                "1",
+                "--type",
+                "note",
+                "--payload",
+                &format!("hello-{i}"),
+            ])
+            .await;
+        assert_eq!(r["deliveries"][0]["seq"], i);
+    }
+    let o = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output())
+        .await
+        .expect("subscribe --count 3 ends")
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, ev) in lines.iter().enumerate() {
+        assert_eq!(ev["seq"], i as u64 + 1);
+        assert_eq!(ev["payload"], format!("hello-{}", i + 1));
+    }
+    // The consumer's cursor kept the acks: the next subscribe resumes after seq 3.
+    cli.ok(&["publish", "--to", "1", "--type", "note", "--payload", "hello-4"])
+        .await;
+    let next = cli.ok(&["subscribe", "--consumer", "cli", "--count", "1"]).await;
+    assert!(next.starts_with("4  note"), "{next}");
+
+    let page = cli.json(&["events", "list"]).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 4);
+    assert_eq!(page["head_seq"], 4);
+    let table = cli.ok(&["events", "list", "--after", "2"]).await;
+    assert!(
+        table.contains("hello-3") && table.contains("hello-4") && !table.contains("hello-2"),
+        "{table}"
+    );
+
+    assert_eq!(
+        cli.run(&["publish", "--to", "999999", "--type", "note"])
+            .await
+            .code,
+        3
+    );
+    assert_eq!(cli.run(&["subscribe", "--from", "yesterday"]).await.code, 2);
+}
