@@ -628,13 +628,20 @@ impl Stream for Subscription {
     }
 }
 
-/// Whether a subscription should reconnect after `s` rather than give up.
+/// Whether a subscription should reconnect after `s` rather than give up. Rate limits
+/// (RESOURCE_EXHAUSTED with `retry-after-ms`) are waited out, not fatal.
 fn reconnectable(s: &Status) -> bool {
     transient(s)
         || matches!(
             s.code(),
-            Code::Cancelled | Code::DeadlineExceeded | Code::Internal
+            Code::Cancelled | Code::DeadlineExceeded | Code::Internal | Code::ResourceExhausted
         )
+}
+
+/// The server's `retry-after-ms` hint, if any.
+fn retry_after(s: &Status) -> Option<Duration> {
+    let v = s.metadata().get(crate::error::RETRY_AFTER_MS)?.to_str().ok()?;
+    Some(Duration::from_millis(v.parse().ok()?))
 }
 
 async fn run_subscription(
@@ -735,11 +742,14 @@ async fn run_subscription(
             let _ = tx.send(Err(failure)).await;
             return;
         }
-        node.record(false, &client.inner.cfg);
+        if transient(&failure) {
+            node.record(false, &client.inner.cfg);
+        }
         attempt += 1;
+        let wait = backoff(&client.inner.cfg, attempt).max(retry_after(&failure).unwrap_or_default());
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff(&client.inner.cfg, attempt)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -802,6 +812,20 @@ mod tests {
         n.record(true, &cfg);
         assert_eq!(n.state(), BreakerState::Closed, "a good probe closes it");
         assert!(n.admit() && n.admit());
+    }
+
+    #[test]
+    fn a_rate_limited_subscription_waits_and_reconnects_a_refused_one_ends() {
+        let limited = Status::from(crate::error::ApiError::RateLimited {
+            what: "too many calls for this user",
+            retry_after: Duration::from_millis(750),
+        });
+        assert!(reconnectable(&limited));
+        assert_eq!(retry_after(&limited), Some(Duration::from_millis(750)));
+        assert!(reconnectable(&Status::unavailable("shutting down")));
+        assert!(!reconnectable(&Status::permission_denied("no")));
+        assert!(!reconnectable(&Status::aborted("replaced by a newer stream")));
+        assert!(!reconnectable(&Status::invalid_argument("start.after_seq")));
     }
 
     #[test]
