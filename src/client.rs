@@ -528,7 +528,13 @@ impl Client {
 
     /// Opens a subscription that reconnects by itself; see [`Subscription`].
     pub fn subscribe(&self, opts: SubscribeOptions) -> Subscription {
-        let (tx, rx) = mpsc::channel(opts.window.max(1) as usize);
+        // Room for one window of events between the connection and the application.
+        let room = if opts.window == 0 {
+            256
+        } else {
+            opts.window as usize
+        };
+        let (tx, rx) = mpsc::channel(room);
         let (ack_tx, ack_rx) = watch::channel(0u64);
         let stop = CancellationToken::new();
         tokio::spawn(run_subscription(
