@@ -4,6 +4,9 @@
 # alternating, so the three are measured side by side in one run.
 #
 # usage: benches/h2load-get-user.sh [ROUNDS] [SECS]     (needs h2load: nghttp2-client)
+#        BASE_BIN=/path/to/older/activity-hub benches/h2load-get-user.sh ...
+#   also measures GetUser on another build (e.g. `git worktree add /tmp/base REV` and a
+#   release build there), alternating with the others: an A/B in one run.
 # The hub runs as shipped (metrics recorder on, info logging, the RPC layer and the rate
 # limiter on the path) except that the per-user limit is raised out of the way: a single
 # user makes every call here.
@@ -23,7 +26,14 @@ secret=bench-secret-bench-secret-bench-secret
 hub=$!
 "$bare" 127.0.0.1:50778 >/dev/null 2>&1 &
 baresrv=$!
-trap 'kill $hub $baresrv 2>/dev/null; rm -rf "$work"' EXIT
+base=""
+if [ -n "${BASE_BIN:-}" ]; then
+  "$BASE_BIN" serve --listen 127.0.0.1:50779 --metrics-listen 127.0.0.1:59465 \
+    --database-url "sqlite://$work/base.db" --auth-secret "$secret" \
+    --bootstrap-admin-email admin@bench.test --bootstrap-admin-password admin-password 2>"$work/base.log" &
+  base=$!
+fi
+trap 'kill $hub $baresrv $base 2>/dev/null; rm -rf "$work"' EXIT
 sleep 2
 token=$(python3 - "$secret" <<'PY'
 import base64, hashlib, hmac, json, sys, time
@@ -42,5 +52,10 @@ for r in $(seq "$rounds"); do
   g=$("$h2" -x -D "$secs" -c 4 -m 64 -H "authorization: Bearer $token" 127.0.0.1:50777 /user.v1.UserService/GetUser "$work/get.hex" | rate)
   e=$("$h2" -x -D "$secs" -c 4 -m 64 127.0.0.1:50777 /grpc.health.v1.Health/Check "$work/empty.hex" | rate)
   t=$("$h2" -x -D "$secs" -c 4 -m 64 127.0.0.1:50778 /grpc.health.v1.Health/Check "$work/empty.hex" | rate)
-  echo "round $r: GetUser(auth) $g | same-server Health $e | bare tonic Health $t"
+  line="round $r: GetUser(auth) $g | same-server Health $e | bare tonic Health $t"
+  if [ -n "$base" ]; then
+    b=$("$h2" -x -D "$secs" -c 4 -m 64 -H "authorization: Bearer $token" 127.0.0.1:50779 /user.v1.UserService/GetUser "$work/get.hex" | rate)
+    line="$line | GetUser on BASE_BIN $b"
+  fi
+  echo "$line"
 done

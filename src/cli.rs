@@ -239,20 +239,20 @@ pub struct HealthArgs {
     pub conn: Conn,
 }
 
-/// A client command.
-#[derive(Clone, Debug)]
+/// The client commands (flattened into the binary's subcommands beside `serve`).
+#[derive(Clone, Debug, Subcommand)]
 pub enum Cmd {
-    /// login
+    /// Log in by email or username; the token is saved for the commands below.
     Login(LoginArgs),
-    /// user ...
+    /// Create, show, list, update and delete users.
     User(UserArgs),
-    /// publish
+    /// Publish an event to one or more users.
     Publish(PublishArgs),
-    /// subscribe
+    /// Follow events as they arrive (like `tail -f`), acknowledging each once printed.
     Subscribe(SubscribeArgs),
-    /// events ...
+    /// Read a user's event log.
     Events(EventsArgs),
-    /// health
+    /// Check that the servers report SERVING.
     Health(HealthArgs),
 }
 
@@ -458,10 +458,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
                     json!({"events": events, "head_seq": r.head_seq, "has_more": r.has_more})
                 );
             } else {
-                table(
-                    &["SEQ", "TYPE", "PUBLISHED", "PAYLOAD"],
-                    r.events.iter().map(event_row).collect(),
-                );
+                table(EVENT_HEAD, r.events.iter().map(event_row).collect());
                 if r.has_more {
                     let last = r.events.last().map(|e| e.seq).unwrap_or(after);
                     println!("more: --after {last}");
@@ -515,10 +512,7 @@ async fn user(client: &Client, cmd: UserCmd, as_json: bool) -> Result<(), Failur
         if as_json {
             println!("{}", user_json(u));
         } else {
-            table(
-                &["ID", "EMAIL", "USERNAME", "NAME", "STATUS", "ROLES"],
-                vec![user_row(u)],
-            );
+            table(USER_HEAD, vec![user_row(u)]);
         }
     };
     match cmd {
@@ -576,10 +570,7 @@ async fn user(client: &Client, cmd: UserCmd, as_json: bool) -> Result<(), Failur
                     json!({"users": users, "total": r.total, "has_more": r.has_more})
                 );
             } else {
-                table(
-                    &["ID", "EMAIL", "USERNAME", "NAME", "STATUS", "ROLES"],
-                    r.users.iter().map(user_row).collect(),
-                );
+                table(USER_HEAD, r.users.iter().map(user_row).collect());
                 println!("{} of {} (page {page})", r.users.len(), r.total);
             }
         }
@@ -693,6 +684,11 @@ fn status(u: &upb::User) -> String {
         .map(|s| s.as_str_name().trim_start_matches("USER_STATUS_").to_lowercase())
         .unwrap_or_else(|_| u.status.to_string())
 }
+
+/// Columns of [`user_row`].
+const USER_HEAD: &[&str] = &["ID", "EMAIL", "USERNAME", "NAME", "STATUS", "ROLES"];
+/// Columns of [`event_row`].
+const EVENT_HEAD: &[&str] = &["SEQ", "TYPE", "PUBLISHED", "PAYLOAD"];
 
 fn user_row(u: &upb::User) -> Vec<String> {
     vec![

@@ -334,32 +334,26 @@ impl Client {
         start % n
     }
 
-    fn request<T>(&self, msg: T, deadline: Option<Duration>) -> Request<T> {
+    /// `msg` with the bearer token, if there is one.
+    fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
-        req.set_timeout(deadline.unwrap_or(self.inner.cfg.deadline));
-        if let Some(t) = self
-            .inner
-            .token
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let token = self.inner.token.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = token
             .as_deref()
+            .and_then(|t| MetadataValue::try_from(format!("Bearer {t}")).ok())
         {
-            if let Ok(v) = MetadataValue::try_from(format!("Bearer {t}")) {
-                req.metadata_mut().insert("authorization", v);
-            }
+            req.metadata_mut().insert("authorization", v);
         }
         req
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        backoff(&self.inner.cfg, attempt)
-    }
-
-    /// Runs `call` on an endpoint; an idempotent call that fails transiently is retried
-    /// on the next endpoint after a backoff, up to `max_attempts`.
-    async fn unary<T, F, Fut>(&self, idempotent: bool, mut call: F) -> Result<T, ClientError>
+    /// Sends `msg` through `call` to an endpoint with the configured deadline; an
+    /// idempotent call that fails transiently is retried on the next endpoint after a
+    /// backoff, up to `max_attempts`.
+    async fn unary<M, T, F, Fut>(&self, idempotent: bool, msg: M, call: F) -> Result<T, ClientError>
     where
-        F: FnMut(Channel) -> Fut,
+        M: Clone,
+        F: Fn(Channel, Request<M>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let attempts = if idempotent {
@@ -369,17 +363,17 @@ impl Client {
         };
         let mut attempt = 0;
         loop {
-            let i = self.pick();
-            let node = &self.inner.nodes[i];
-            let res = call(node.channel.clone()).await;
+            let node = &self.inner.nodes[self.pick()];
+            let mut req = self.request(msg.clone());
+            req.set_timeout(self.inner.cfg.deadline);
+            let res = call(node.channel.clone(), req).await;
             let failed = matches!(&res, Err(s) if transient(s));
             node.record(!failed, &self.inner.cfg);
             attempt += 1;
             match res {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(s) if failed && attempt < attempts => {
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                    let _ = s;
+                Err(_) if failed && attempt < attempts => {
+                    tokio::time::sleep(backoff(&self.inner.cfg, attempt)).await;
                 }
                 Err(s) => return Err(s.into()),
             }
@@ -399,9 +393,8 @@ impl Client {
         };
         // Login is safe to retry: it has no effect but a last-login time.
         let r = self
-            .unary(true, |ch| {
-                let req = self.request(msg.clone(), None);
-                async move { AuthServiceClient::new(ch).login(req).await }
+            .unary(true, msg, |ch, r| async move {
+                AuthServiceClient::new(ch).login(r).await
             })
             .await?;
         Ok(r.access_token)
@@ -409,14 +402,7 @@ impl Client {
 
     /// GetUser by id (retried on transient failures).
     pub async fn get_user(&self, id: u64) -> Result<upb::User, ClientError> {
-        let msg = upb::GetUserRequest {
-            identifier: Some(get_user_request::Identifier::UserId(id)),
-        };
-        self.unary(true, |ch| {
-            let req = self.request(msg.clone(), None);
-            async move { UserServiceClient::new(ch).get_user(req).await }
-        })
-        .await
+        self.find_user(get_user_request::Identifier::UserId(id)).await
     }
 
     /// Publishes one event. Without an `idempotency_key` the client makes one, so the
@@ -431,9 +417,8 @@ impl Client {
             req.idempotency_key = uuid::Uuid::now_v7().to_string();
         }
         let idempotent = retry && !req.idempotency_key.is_empty();
-        self.unary(idempotent, |ch| {
-            let r = self.request(req.clone(), None);
-            async move { ActivityServiceClient::new(ch).publish(r).await }
+        self.unary(idempotent, req, |ch, r| async move {
+            ActivityServiceClient::new(ch).publish(r).await
         })
         .await
     }
@@ -443,9 +428,8 @@ impl Client {
         &self,
         req: apb::ListEventsRequest,
     ) -> Result<apb::ListEventsResponse, ClientError> {
-        self.unary(true, |ch| {
-            let r = self.request(req.clone(), None);
-            async move { ActivityServiceClient::new(ch).list_events(r).await }
+        self.unary(true, req, |ch, r| async move {
+            ActivityServiceClient::new(ch).list_events(r).await
         })
         .await
     }
@@ -458,27 +442,24 @@ impl Client {
         let msg = upb::GetUserRequest {
             identifier: Some(identifier),
         };
-        self.unary(true, |ch| {
-            let req = self.request(msg.clone(), None);
-            async move { UserServiceClient::new(ch).get_user(req).await }
+        self.unary(true, msg, |ch, r| async move {
+            UserServiceClient::new(ch).get_user(r).await
         })
         .await
     }
 
     /// Creates a user (sent once: a blind retry could meet its own ALREADY_EXISTS).
     pub async fn create_user(&self, msg: upb::CreateUserRequest) -> Result<upb::User, ClientError> {
-        self.unary(false, |ch| {
-            let req = self.request(msg.clone(), None);
-            async move { UserServiceClient::new(ch).create_user(req).await }
+        self.unary(false, msg, |ch, r| async move {
+            UserServiceClient::new(ch).create_user(r).await
         })
         .await
     }
 
     /// Sets the given fields (idempotent: retried on transient failures).
     pub async fn update_user(&self, msg: upb::UpdateUserRequest) -> Result<upb::User, ClientError> {
-        self.unary(true, |ch| {
-            let req = self.request(msg.clone(), None);
-            async move { UserServiceClient::new(ch).update_user(req).await }
+        self.unary(true, msg, |ch, r| async move {
+            UserServiceClient::new(ch).update_user(r).await
         })
         .await
     }
@@ -488,9 +469,8 @@ impl Client {
         let msg = upb::GetUserRequest {
             identifier: Some(get_user_request::Identifier::UserId(id)),
         };
-        self.unary(false, |ch| {
-            let req = self.request(msg.clone(), None);
-            async move { UserServiceClient::new(ch).delete_user(req).await }
+        self.unary(false, msg, |ch, r| async move {
+            UserServiceClient::new(ch).delete_user(r).await
         })
         .await
     }
@@ -500,9 +480,8 @@ impl Client {
         &self,
         msg: upb::ListUsersRequest,
     ) -> Result<upb::ListUsersResponse, ClientError> {
-        self.unary(true, |ch| {
-            let req = self.request(msg.clone(), None);
-            async move { UserServiceClient::new(ch).list_users(req).await }
+        self.unary(true, msg, |ch, r| async move {
+            UserServiceClient::new(ch).list_users(r).await
         })
         .await
     }
@@ -514,7 +493,8 @@ impl Client {
         };
         let mut out = Vec::new();
         for node in &self.inner.nodes {
-            let req = self.request(HealthCheckRequest::default(), None);
+            let mut req = self.request(HealthCheckRequest::default());
+            req.set_timeout(self.inner.cfg.deadline);
             let status = match HealthClient::new(node.channel.clone()).check(req).await {
                 Ok(r) => ServingStatus::try_from(r.into_inner().status)
                     .map(|s| s.as_str_name().to_string())
@@ -681,9 +661,8 @@ async fn run_subscription(
                 msg: Some(subscribe_request::Msg::Start(start)),
             })
             .await;
-        let mut req = client.request(tokio_stream::wrappers::ReceiverStream::new(req_rx), None);
         // A stream has no deadline.
-        req.metadata_mut().remove("grpc-timeout");
+        let req = client.request(tokio_stream::wrappers::ReceiverStream::new(req_rx));
         let mut api = ActivityServiceClient::new(node.channel.clone());
         let opened = tokio::select! {
             _ = stop.cancelled() => return,

@@ -22,18 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (gRPC on --listen, Prometheus metrics on --metrics-listen).
     Serve(Box<ServeConfig>),
-    /// Log in by email or username; the token is saved for the commands below.
-    Login(crate::cli::LoginArgs),
-    /// Create, show, list, update and delete users.
-    User(crate::cli::UserArgs),
-    /// Publish an event to one or more users.
-    Publish(crate::cli::PublishArgs),
-    /// Follow events as they arrive (like `tail -f`), acknowledging each once printed.
-    Subscribe(crate::cli::SubscribeArgs),
-    /// Read a user's event log.
-    Events(crate::cli::EventsArgs),
-    /// Check that the servers report SERVING.
-    Health(crate::cli::HealthArgs),
+    /// The client commands.
+    #[command(flatten)]
+    Client(Box<crate::cli::Cmd>),
 }
 
 /// Whether GetUser and authentication read users through the in-process cache.
@@ -339,7 +330,9 @@ impl ServeConfig {
                 "must be at least 1",
             );
         }
-        if self.database_url.starts_with("postgres") && self.db_max_connections < 2 {
+        if crate::store::Backend::of_url(&self.database_url) == crate::store::Backend::Postgres
+            && self.db_max_connections < 2
+        {
             return err(
                 "--db-max-connections (HUB_DB_MAX_CONNECTIONS)",
                 "must be at least 2 on PostgreSQL (one connection is held for LISTEN)",

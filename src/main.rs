@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use activity_hub::{
-    cli::{self as c, Cmd},
+    cli as c,
     config::{Cli, Command, ServeConfig},
 };
 use clap::Parser;
@@ -19,24 +19,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cmd = match cli.command {
-        Command::Serve(config) => {
-            return match runtime.block_on(serve(*config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
+    match cli.command {
+        Command::Serve(config) => match runtime.block_on(serve(*config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
             }
-        }
-        Command::Login(a) => Cmd::Login(a),
-        Command::User(a) => Cmd::User(a),
-        Command::Publish(a) => Cmd::Publish(a),
-        Command::Subscribe(a) => Cmd::Subscribe(a),
-        Command::Events(a) => Cmd::Events(a),
-        Command::Health(a) => Cmd::Health(a),
-    };
-    runtime.block_on(c::run(cmd))
+        },
+        Command::Client(cmd) => runtime.block_on(c::run(*cmd)),
+    }
 }
 
 async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {

@@ -432,7 +432,7 @@ where
                 this.inner.set(None);
                 let res = res?;
                 let Some(Pending {
-                    mut finish,
+                    finish,
                     request_id,
                     shared,
                     ..
@@ -440,18 +440,7 @@ where
                 else {
                     return Poll::Pending;
                 };
-                let (mut parts, body) = res.into_parts();
-                finish.code = status_in(&mut parts.headers, &shared);
-                parts.headers.insert(REQUEST_ID_H.clone(), request_id);
-                return Poll::Ready(Ok(Response::from_parts(
-                    parts,
-                    RpcBody {
-                        inner: body,
-                        frames: Frames::default(),
-                        opts: shared,
-                        finish: Some(finish),
-                    },
-                )));
+                return Poll::Ready(Ok(wrap(res, request_id, finish, &shared)));
             }
         }
         if let Some(sleep) = this.deadline.as_pin_mut() {
@@ -499,21 +488,36 @@ impl Limit {
     }
 }
 
+/// The response of a call, answered by the server with `status` (no handler response).
 fn respond(
     status: Status,
     request_id: HeaderValue,
-    mut finish: Finish,
-    opts: &Arc<Shared>,
+    finish: Finish,
+    shared: &Arc<Shared>,
 ) -> Response<RpcBody> {
-    finish.code = Some(status.code());
-    let mut res = status.into_http::<TonicBody>();
-    res.headers_mut().insert(REQUEST_ID_H.clone(), request_id);
-    res.map(|inner| RpcBody {
-        inner,
-        frames: Frames::default(),
-        opts: opts.clone(),
-        finish: Some(finish),
-    })
+    wrap(status.into_http(), request_id, finish, shared)
+}
+
+/// Tags a response with the request id, reads (and if need be rewrites) a status already
+/// in its headers, and wraps its body to count messages and finish the call.
+fn wrap(
+    res: Response<TonicBody>,
+    request_id: HeaderValue,
+    mut finish: Finish,
+    shared: &Arc<Shared>,
+) -> Response<RpcBody> {
+    let (mut parts, inner) = res.into_parts();
+    finish.code = status_in(&mut parts.headers, shared);
+    parts.headers.insert(REQUEST_ID_H.clone(), request_id);
+    Response::from_parts(
+        parts,
+        RpcBody {
+            inner,
+            frames: Frames::default(),
+            opts: shared.clone(),
+            finish: Some(finish),
+        },
+    )
 }
 
 /// The client's `x-request-id` when it is printable ASCII of a sane length, else a fresh

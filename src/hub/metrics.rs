@@ -92,14 +92,21 @@ pub(crate) fn commit_failed() {
     metrics::counter!(COMMIT_FAILURES).increment(1);
 }
 
+// The two series every subscription updates per actor message (the deliver path) keep
+// their handles instead of looking the name up in the recorder each time. The recorder is
+// installed before the hub starts, so the first use sees it.
+static DELIVERED_HANDLE: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+static LAG_HANDLE: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
+
 pub(crate) fn delivered(n: u64) {
-    metrics::counter!(DELIVERED).increment(n);
+    DELIVERED_HANDLE
+        .get_or_init(|| metrics::counter!(DELIVERED))
+        .increment(n);
 }
 
 /// One stream's lag moved from `was` to `now`.
 pub(crate) fn lag(was: u64, now: u64) {
-    static GAUGE: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
-    let g = GAUGE.get_or_init(|| metrics::gauge!(LAG));
+    let g = LAG_HANDLE.get_or_init(|| metrics::gauge!(LAG));
     if now >= was {
         g.increment((now - was) as f64);
     } else {

@@ -97,6 +97,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend a store URL selects: `postgres://` / `postgresql://`, else SQLite.
+    pub fn of_url(url: &str) -> Backend {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
 /// Connection settings for [`Store::connect`].
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -121,7 +132,7 @@ impl Store {
     /// power loss, not only a process crash), foreign keys on and a busy timeout.
     pub async fn connect(opts: &StoreOptions) -> StoreResult<Store> {
         let url = opts.url.as_str();
-        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let db = if Backend::of_url(url) == Backend::Postgres {
             let connect = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)

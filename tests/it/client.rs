@@ -24,6 +24,23 @@ fn fast(endpoints: Vec<String>) -> ClientConfig {
     c
 }
 
+/// Two servers with their own stores but one token secret and the same bootstrap admin
+/// (id 1), so one token works on both.
+async fn two_servers() -> ((TestDb, TestDb), TestServer, TestServer) {
+    let secret = "client-test-secret-client-test-secret";
+    let dbs = (
+        TestDb::new(Backend::Sqlite).await,
+        TestDb::new(Backend::Sqlite).await,
+    );
+    let a = TestServer::start(&dbs.0, &["--auth-secret", secret]).await;
+    let b = TestServer::start(&dbs.1, &["--auth-secret", secret]).await;
+    (dbs, a, b)
+}
+
+async fn as_admin(client: &Client) {
+    client.set_token(Some(client.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap()));
+}
+
 fn event(me: u64, i: usize) -> PublishRequest {
     PublishRequest {
         recipient_ids: vec![me],
@@ -44,7 +61,7 @@ async fn a_subscription_survives_a_server_crash_with_no_gap() {
     let client = Client::connect(fast(vec![format!("http://127.0.0.1:{port}")]))
         .await
         .unwrap();
-    client.set_token(Some(client.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap()));
+    as_admin(&client).await;
     let me = client.get_user(1).await.unwrap().id;
     let mut sub = client.subscribe(SubscribeOptions {
         auto_ack: true,
@@ -95,13 +112,7 @@ async fn a_subscription_survives_a_server_crash_with_no_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_fail_over_past_a_dead_endpoint_and_balance_over_live_ones() {
-    let secret = "client-test-secret-client-test-secret";
-    let (db_a, db_b) = (
-        TestDb::new(Backend::Sqlite).await,
-        TestDb::new(Backend::Sqlite).await,
-    );
-    let a = TestServer::start(&db_a, &["--auth-secret", secret]).await;
-    let b = TestServer::start(&db_b, &["--auth-secret", secret]).await;
+    let (_dbs, a, b) = two_servers().await;
     let dead = format!("http://127.0.0.1:{}", free_port());
     let mut cfg = fast(vec![
         dead.clone(),
@@ -111,8 +122,7 @@ async fn calls_fail_over_past_a_dead_endpoint_and_balance_over_live_ones() {
     cfg.breaker_failures = 2;
     cfg.breaker_cooldown = Duration::from_secs(3600);
     let client = Client::connect(cfg).await.unwrap();
-    // Both servers bootstrapped the same admin (id 1) and share the token secret.
-    client.set_token(Some(client.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap()));
+    as_admin(&client).await;
     for _ in 0..40 {
         client
             .get_user(1)
@@ -136,20 +146,14 @@ async fn calls_fail_over_past_a_dead_endpoint_and_balance_over_live_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_steer_calls_away_from_a_stopped_server() {
-    let secret = "client-test-secret-client-test-secret";
-    let (db_a, db_b) = (
-        TestDb::new(Backend::Sqlite).await,
-        TestDb::new(Backend::Sqlite).await,
-    );
-    let a = TestServer::start(&db_a, &["--auth-secret", secret]).await;
-    let b = TestServer::start(&db_b, &["--auth-secret", secret]).await;
+    let (_dbs, a, b) = two_servers().await;
     let client = Client::connect(fast(vec![
         format!("http://{}", a.addr),
         format!("http://{}", b.addr),
     ]))
     .await
     .unwrap();
-    client.set_token(Some(client.login(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap()));
+    as_admin(&client).await;
     a.stop().await;
     crate::helpers::eventually(
         Duration::from_secs(10),

@@ -53,6 +53,31 @@ impl Pki {
     fn path(&self, f: &str) -> String {
         self.dir.path().join(f).display().to_string()
     }
+
+    /// A server with the test certificate; with `mtls`, client certificates required.
+    async fn server(&self, db: &TestDb, mtls: bool) -> TestServer {
+        let (cert, key, ca) = (
+            self.path("server.pem"),
+            self.path("server.key"),
+            self.path("ca.pem"),
+        );
+        let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+        if mtls {
+            args.extend(["--tls-client-ca", &ca]);
+        }
+        TestServer::start(db, &args).await
+    }
+
+    /// Trusts the test CA for `localhost`, presenting `id` when given.
+    fn client_tls(&self, id: Option<&Identity>) -> ClientTlsConfig {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name("localhost");
+        match id {
+            Some(id) => tls.identity(id.clone()),
+            None => tls,
+        }
+    }
 }
 
 async fn check(ch: Result<Channel, tonic::transport::Error>) -> Result<(), String> {
@@ -72,15 +97,9 @@ async fn tls_channel(
     pki: &Pki,
     id: Option<&Identity>,
 ) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&pki.ca_pem))
-        .domain_name("localhost");
-    if let Some(id) = id {
-        tls = tls.identity(id.clone());
-    }
     Channel::from_shared(format!("https://{}", s.addr))
         .unwrap()
-        .tls_config(tls)?
+        .tls_config(pki.client_tls(id))?
         .connect()
         .await
 }
@@ -96,8 +115,7 @@ async fn plaintext_channel(s: &TestServer) -> Result<Channel, tonic::transport::
 async fn tls_serves_tls_clients_and_refuses_plaintext() {
     let pki = pki();
     let db = TestDb::new(Backend::Sqlite).await;
-    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let s = TestServer::start(&db, &["--tls-cert", &cert, "--tls-key", &key]).await;
+    let s = pki.server(&db, false).await;
     check(tls_channel(&s, &pki, None).await)
         .await
         .expect("a TLS client is served");
@@ -112,12 +130,7 @@ async fn tls_serves_tls_clients_and_refuses_plaintext() {
 async fn mtls_requires_a_client_certificate_from_the_ca() {
     let pki = pki();
     let db = TestDb::new(Backend::Sqlite).await;
-    let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
-    let s = TestServer::start(
-        &db,
-        &["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca],
-    )
-    .await;
+    let s = pki.server(&db, true).await;
     check(tls_channel(&s, &pki, Some(&pki.client)).await)
         .await
         .expect("a client with a certificate from the CA is served");
@@ -165,19 +178,9 @@ async fn the_rust_client_speaks_mtls() {
     use activity_hub::client::{Client, ClientConfig};
     let pki = pki();
     let db = TestDb::new(Backend::Sqlite).await;
-    let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
-    let s = TestServer::start(
-        &db,
-        &["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca],
-    )
-    .await;
+    let s = pki.server(&db, true).await;
     let mut cfg = ClientConfig::new([format!("https://{}", s.addr)]);
-    cfg.tls = Some(
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
-            .domain_name("localhost")
-            .identity(pki.client.clone()),
-    );
+    cfg.tls = Some(pki.client_tls(Some(&pki.client)));
     let client = Client::connect(cfg).await.unwrap();
     let token = client
         .login(crate::helpers::ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD)
