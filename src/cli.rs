@@ -266,6 +266,13 @@ pub fn token_path() -> Option<PathBuf> {
     Some(base.join("activity-hub").join("token"))
 }
 
+/// The token `login` saved, if any.
+pub fn saved_token() -> Option<String> {
+    token_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|t| t.trim().to_string())
+}
+
 /// A failure with its exit code and what to do about it.
 struct Failure {
     code: u8,
@@ -334,9 +341,7 @@ async fn connect(conn: &Conn, with_token: bool) -> Result<Client, Failure> {
     if with_token {
         cfg.token = match &conn.token {
             Some(t) => Some(t.clone()),
-            None => token_path()
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .map(|t| t.trim().to_string()),
+            None => saved_token(),
         };
     }
     Ok(Client::connect(cfg).await?)

@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (gRPC on --listen, Prometheus metrics on --metrics-listen).
     Serve(Box<ServeConfig>),
+    /// Measure a hub (started here, or --server) under load: throughput, latency, memory.
+    Bench(Box<crate::bench::BenchArgs>),
     /// The client commands.
     #[command(flatten)]
     Client(Box<crate::cli::Cmd>),

@@ -22,6 +22,7 @@
 //! - [`telemetry`]: log formats and the optional OpenTelemetry (OTLP) export.
 //! - [`error`]: [`error::ApiError`] and the one place it becomes a `tonic::Status`.
 //! - [`proto`]: generated code; nothing outside the service edges speaks prost.
+//! - [`bench`]: the load tool (`activity-hub bench`) and its bare tonic baseline.
 //! - [`client`]: the Rust client: load balancing over endpoints, health checks, circuit
 //!   breakers, retries, and subscriptions that resume by themselves.
 //!
@@ -34,6 +35,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Client(cmd) => runtime.block_on(c::run(*cmd)),
+        Command::Bench(args) => runtime.block_on(activity_hub::bench::run(*args)),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod activity;
 mod auth;
+mod bench;
 mod cli;
 mod client;
 mod crash;

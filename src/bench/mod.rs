@@ -1,0 +1,241 @@
+//! `activity-hub bench`: the load tool, in the spirit of `nats bench` and `ghz`.
+//!
+//! Each scenario drives a hub with one traffic shape and reports throughput, latency
+//! (an HdrHistogram of microseconds) and correctness counters (errors, events lost).
+//! By default the hub is started from this very binary on a temporary SQLite file, so a
+//! run needs nothing else; `--server` measures a hub that is already running.
+//! `--baseline` runs the same shape against a bare tonic server (the same services with
+//! nothing behind them: no store, no auth, no acks, no windows) in the same run and
+//! prints hub/baseline ratios, which travel between machines better than absolutes.
+//!
+//! - [`target`]: starting, reaching and inspecting the server under test.
+//! - [`bare`]: the baseline server (`activity-hub bench serve-baseline`).
+//! - [`scenarios`]: the traffic shapes.
+//! - [`report`]: the summary table, JSON and the latency-percentile plot.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+mod bare;
+mod report;
+mod scenarios;
+mod target;
+
+pub use bare::serve as serve_baseline;
+
+/// What traffic to generate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Unary GetUser by id with a bearer token: requests/s and call latency.
+    GetUser,
+    /// PublishStream throughput: pipelined streams, events/s committed and
+    /// publish -> commit-acknowledgement latency.
+    Publish,
+    /// N subscribers, M events each published to all of them: deliveries/s and
+    /// publish -> deliver latency.
+    Fanout,
+    /// Publish -> deliver latency at a fixed publish rate, one recipient per event.
+    Latency,
+    /// Hold N idle subscriptions: server RSS per subscription (local servers only).
+    Idle,
+    /// N durable subscribers drop at once, events are published while they are away,
+    /// then all resume at once while publishing goes on: time until every one has
+    /// caught up, and events lost (must be 0).
+    ReconnectStorm,
+    /// Serve the bare baseline on --listen until killed (what --baseline starts).
+    #[value(hide = true)]
+    ServeBaseline,
+}
+
+/// Acknowledgement mode of the subscribers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Acks {
+    /// ACK_MODE_EXPLICIT: the subscriber acks (every --ack-every events).
+    Explicit,
+    /// ACK_MODE_NONE: the server considers an event acknowledged once sent.
+    None,
+}
+
+/// `activity-hub bench SCENARIO`: sizes default per scenario (shown in brackets).
+#[derive(Clone, Debug, Args)]
+#[command(after_help = "\
+Examples:
+  activity-hub bench get-user --baseline --duration 10s
+  activity-hub bench publish --events 200000 --streams 4
+  activity-hub bench fanout --subscribers 1000 --events 200 --ack explicit --plot fanout.svg
+  activity-hub bench latency --subscribers 1000 --rate 10000 --duration 10s --baseline
+  activity-hub bench idle --subscribers 10000
+  activity-hub bench reconnect-storm --subscribers 1000 --events 20
+  activity-hub bench fanout --server http://10.0.0.5:50051 --token \"$ADMIN_TOKEN\"
+
+Exit status: 0 when every call succeeded and nothing was lost, 1 otherwise, 2 for bad flags.")]
+pub struct BenchArgs {
+    /// The traffic shape.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+
+    /// Hub to measure (plaintext h2c URL). Default: start a hub from this binary on a
+    /// temporary SQLite file (or --database-url) and stop it afterwards.
+    #[arg(long, env = "HUB_BENCH_SERVER")]
+    pub server: Option<String>,
+    /// Token of an admin on --server (default: HUB_TOKEN, else the one `login` saved);
+    /// the bench creates its own users there.
+    #[arg(long, env = "HUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Process id of --server, to read its RSS from /proc (found by itself for servers
+    /// listening on this machine).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Store of the started hub [a temporary SQLite file].
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Binary of the started hub [this one]: measure another build side by side.
+    #[arg(long)]
+    pub hub_bin: Option<PathBuf>,
+    /// Extra flag for the started hub, repeatable: `--hub-arg=--publish-batch-max=2048`.
+    #[arg(long = "hub-arg", allow_hyphen_values = true)]
+    pub hub_args: Vec<String>,
+    /// Also measure a bare tonic server with the same traffic and print hub/baseline.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Address for `serve-baseline`.
+    #[arg(long, hide = true, default_value = "127.0.0.1:50778")]
+    pub listen: std::net::SocketAddr,
+
+    /// HTTP/2 connections [get-user 4, publish --streams, subscribers: one per
+    /// --streams-per-connection].
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Calls in flight per connection (get-user) [64].
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Publishing streams (publish) [4].
+    #[arg(long, default_value_t = 4)]
+    pub streams: usize,
+    /// Publishes in flight per stream, awaiting their commit answer (publish) [1024].
+    #[arg(long, default_value_t = 1024)]
+    pub inflight: usize,
+    /// Subscription streams per HTTP/2 connection [1000].
+    #[arg(long, default_value_t = 1000)]
+    pub streams_per_connection: usize,
+    /// Subscribers [fanout 1000, latency 1000, idle 10000, reconnect-storm 1000].
+    #[arg(long)]
+    pub subscribers: Option<usize>,
+    /// Events: publish total [200000]; fanout per subscriber [200]; reconnect-storm per
+    /// subscriber and phase [20].
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Recipients the publish scenario spreads events over, one per event [100].
+    #[arg(long, default_value_t = 100)]
+    pub recipients: usize,
+    /// Publish rate of the latency scenario, events/s [10000].
+    #[arg(long, default_value_t = 10_000)]
+    pub rate: u64,
+    /// How long: get-user and latency measure for this long; idle holds this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Calls before measuring starts (get-user).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub warmup: Duration,
+    /// Payload bytes per event (at least 8: the send time travels in it).
+    #[arg(long, default_value_t = 64)]
+    pub payload_size: usize,
+    /// Subscribers' acknowledgement mode (fanout).
+    #[arg(long, value_enum, default_value = "explicit")]
+    pub ack: Acks,
+    /// Subscribers ack every this many events (cumulative acks) [1].
+    #[arg(long, default_value_t = 1)]
+    pub ack_every: u64,
+    /// Give up when no progress is seen for this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub stall_timeout: Duration,
+
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub out: Option<PathBuf>,
+    /// Draw a latency-percentile plot (hub and baseline) to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// No progress bar or phase lines on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl BenchArgs {
+    /// Refuses sizes that cannot make a run, naming the flag.
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("--concurrency", self.concurrency as u64),
+            ("--streams", self.streams as u64),
+            ("--inflight", self.inflight as u64),
+            ("--streams-per-connection", self.streams_per_connection as u64),
+            ("--recipients", self.recipients as u64),
+            ("--rate", self.rate),
+            ("--ack-every", self.ack_every),
+            ("--subscribers", self.subscribers.unwrap_or(1) as u64),
+            ("--events", self.events.unwrap_or(1)),
+            ("--connections", self.connections.unwrap_or(1) as u64),
+        ];
+        for (flag, v) in positive {
+            if v == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        if self.payload_size < 8 {
+            return Err("--payload-size must be at least 8 (the send time travels in it)".into());
+        }
+        if self.duration.is_zero() {
+            return Err("--duration must be longer than 0".into());
+        }
+        if let Some(s) = &self.server {
+            if !s.starts_with("http://") {
+                return Err(format!(
+                    "--server {s}: the load tool speaks plaintext HTTP/2 (http://HOST:PORT)"
+                ));
+            }
+        }
+        if self.server.is_some() && (self.database_url.is_some() || self.hub_bin.is_some()) {
+            return Err("--database-url and --hub-bin apply to a started hub, not to --server".into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs `activity-hub bench`; the exit status says whether the run was clean.
+pub async fn run(args: BenchArgs) -> ExitCode {
+    if let Err(e) = args.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if args.scenario == Scenario::ServeBaseline {
+        return match bare::serve(args.listen).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: --listen {}: {e}", args.listen);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match scenarios::run(&args).await {
+        Ok(report) => {
+            if let Err(e) = report.emit(&args) {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+            if report.clean() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("error: the run had failed calls or lost events (see the report)");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The load tool (`activity-hub bench`), run as the real binary at toy sizes: every
+//! scenario against a hub it starts itself (SQLite, or the PostgreSQL under test) and the
+//! bare baseline, and against a hub that is already running (`--server`). The counts it
+//! reports come from what its subscribers received, so they are checked exactly.
+
+use std::{process::Stdio, time::Duration};
+
+use serde_json::Value;
+
+use crate::{
+    crash::{admin, free_port, spawn_server_on},
+    helpers::{Backend, TestDb},
+};
+
+struct Out {
+    code: i32,
+    json: Value,
+    stderr: String,
+}
+
+async fn bench(args: &[&str]) -> Out {
+    let home = tempfile::tempdir().unwrap();
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"))
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--quiet"])
+        .env_remove("HUB_TOKEN")
+        .env_remove("HUB_BENCH_SERVER")
+        .env("XDG_CONFIG_HOME", home.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let o = tokio::time::timeout(Duration::from_secs(120), o)
+        .await
+        .expect("the bench finishes")
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
+}
+
+fn ok(o: &Out) -> &Value {
+    assert_eq!(o.code, 0, "bench failed: {}\n{}", o.stderr, o.json);
+    assert_eq!(o.json["clean"], Value::Bool(true), "{}", o.json);
+    &o.json["runs"]
+}
+
+fn figure(run: &Value, key: &str) -> f64 {
+    run["figures"][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no figure {key} in {run}"))
+}
+
+crate::dual!(fanout_delivers_every_event_to_every_subscriber);
+
+async fn fanout_delivers_every_event_to_every_subscriber(b: Backend) {
+    let db = TestDb::new(b).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("fanout.svg");
+    let out = dir.path().join("fanout.json");
+    let o = bench(&[
+        "fanout",
+        "--subscribers",
+        "30",
+        "--events",
+        "10",
+        "--ack-every",
+        "3",
+        "--database-url",
+        &db.url,
+        "--baseline",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await;
+    let runs = ok(&o);
+    for who in ["hub", "baseline"] {
+        let run = &runs[who];
+        assert_eq!(figure(run, "deliveries"), 300.0, "{who}: {run}");
+        assert_eq!(run["latency_ms"]["count"], 300, "{who}: one latency per delivery");
+        assert_eq!(run["lost"], 0);
+        assert!(figure(run, "deliveries_per_sec") > 0.0);
+    }
+    let ratio = o.json["ratios_hub_over_baseline"]["deliveries_per_sec"]
+        .as_f64()
+        .unwrap();
+    let expected =
+        figure(&runs["hub"], "deliveries_per_sec") / figure(&runs["baseline"], "deliveries_per_sec");
+    assert!((ratio - expected).abs() < 1e-9, "{ratio} vs {expected}");
+    // The file holds the same report as stdout; the plot has both series.
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(written, o.json);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("<svg"), "{svg}");
+    let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+    assert!(
+        texts.contains(&"hub") && texts.contains(&"baseline"),
+        "legend: {svg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_without_acks_delivers_everything() {
+    let o = bench(&["fanout", "--subscribers", "20", "--events", "15", "--ack", "none"]).await;
+    let runs = ok(&o);
+    assert_eq!(figure(&runs["hub"], "deliveries"), 300.0);
+    assert!(runs.get("baseline").is_none(), "no baseline unless asked");
+}
+
+crate::dual!(reconnect_storm_resumes_every_subscriber_losing_nothing);
+
+async fn reconnect_storm_resumes_every_subscriber_losing_nothing(b: Backend) {
+    let db = TestDb::new(b).await;
+    let o = bench(&[
+        "reconnect-storm",
+        "--subscribers",
+        "25",
+        "--events",
+        "4",
+        "--database-url",
+        &db.url,
+        "--baseline",
+    ])
+    .await;
+    let runs = ok(&o);
+    for who in ["hub", "baseline"] {
+        let run = &runs[who];
+        assert_eq!(run["lost"], 0, "{who}: {run}");
+        // After resuming each gets the 4 it missed and the 4 published live, plus any
+        // it had acked whose ack the drop overtook (counted as redelivered).
+        let redelivered = run["redelivered"].as_f64().unwrap();
+        assert_eq!(
+            figure(run, "events_after_resume"),
+            25.0 * 8.0 + redelivered,
+            "{who}: {run}"
+        );
+        assert_eq!(
+            run["latency_ms"]["count"], 25,
+            "{who}: a catch-up time per subscriber"
+        );
+        assert!(figure(run, "caught_up_ms") >= figure(run, "reconnect_ms"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_user_counts_answered_calls() {
+    let o = bench(&[
+        "get-user",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--connections",
+        "1",
+        "--concurrency",
+        "4",
+        "--baseline",
+    ])
+    .await;
+    let runs = ok(&o);
+    for who in ["hub", "baseline"] {
+        let run = &runs[who];
+        let calls = figure(run, "requests");
+        assert!(calls > 0.0, "{who}: {run}");
+        assert_eq!(run["latency_ms"]["count"].as_f64().unwrap(), calls, "{who}");
+        assert!(
+            (figure(run, "requests_per_sec") - calls).abs() < 1e-6,
+            "1s window: {run}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_commits_every_event() {
+    let o = bench(&[
+        "publish",
+        "--events",
+        "3001",
+        "--streams",
+        "2",
+        "--recipients",
+        "7",
+    ])
+    .await;
+    let runs = ok(&o);
+    assert_eq!(figure(&runs["hub"], "events"), 3001.0);
+    assert_eq!(runs["hub"]["latency_ms"]["count"], 3001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_delivers_at_the_asked_rate() {
+    let o = bench(&[
+        "latency",
+        "--subscribers",
+        "7",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+    ])
+    .await;
+    let run = &ok(&o)["hub"];
+    assert_eq!(figure(run, "deliveries"), 200.0, "{run}");
+    assert_eq!(run["latency_ms"]["count"], 200);
+    let rate = figure(run, "publish_rate");
+    assert!(rate > 100.0 && rate < 400.0, "paced near 200/s: {rate}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reports_server_memory_per_subscription() {
+    let o = bench(&["idle", "--subscribers", "300", "--duration", "200ms"]).await;
+    let run = &ok(&o)["hub"];
+    assert_eq!(figure(run, "open"), 300.0);
+    assert!(figure(run, "rss_bytes_per_subscription") > 0.0, "{run}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_a_running_server_and_finds_its_process() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let port = free_port();
+    let (_server, ch) = spawn_server_on(port, &db, &[], Stdio::inherit()).await;
+    let (token, _) = admin(&ch).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let o = bench(&[
+        "idle",
+        "--server",
+        &url,
+        "--token",
+        &token,
+        "--subscribers",
+        "200",
+        "--duration",
+        "200ms",
+    ])
+    .await;
+    let run = &ok(&o)["hub"];
+    assert_eq!(figure(run, "open"), 200.0);
+    // The server's process was found from its listening port.
+    assert!(figure(run, "rss_bytes") > 0.0, "{run}");
+
+    // Without a token it says how to give one.
+    let o = bench(&["get-user", "--server", &url]).await;
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("--server needs an admin's token"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[tokio::test]
+async fn bad_flags_are_refused_naming_the_flag() {
+    for (args, needle) in [
+        (&["latency", "--rate", "0"][..], "--rate must be at least 1"),
+        (
+            &["fanout", "--subscribers", "0"][..],
+            "--subscribers must be at least 1",
+        ),
+        (
+            &["publish", "--payload-size", "4"][..],
+            "--payload-size must be at least 8",
+        ),
+        (
+            &["publish", "--server", "https://hub.example:443"][..],
+            "plaintext",
+        ),
+    ] {
+        let o = bench(args).await;
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains(needle), "{args:?}: {}", o.stderr);
+    }
+}
