@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GetUser (with bearer auth) on the release binary vs Health/Check on the same server vs
-# Health/Check on a bare tonic server, under h2load (an independent HTTP/2 client),
+# Health/Check and an in-memory GetUser on a bare tonic server
+# (`activity-hub bench serve-baseline`), under h2load (an independent HTTP/2 client),
 # alternating, so the three are measured side by side in one run.
 #
 # usage: benches/h2load-get-user.sh [ROUNDS] [SECS]     (needs h2load: nghttp2-client)
@@ -15,8 +16,7 @@ rounds=${1:-3}
 secs=${2:-8}
 here=$(cd "$(dirname "$0")/.." && pwd)
 h2=$here/../shared/tools/h2load-unary.sh
-cargo build -q --release --bin activity-hub --bench bare_tonic
-bare=$(ls -t "$here"/target/release/deps/bare_tonic-* | grep -v '\.d$' | head -1)
+cargo build -q --release --bin activity-hub
 work=$(mktemp -d)
 secret=bench-secret-bench-secret-bench-secret
 "$here/target/release/activity-hub" serve --listen 127.0.0.1:50777 --metrics-listen 127.0.0.1:59464 \
@@ -24,7 +24,7 @@ secret=bench-secret-bench-secret-bench-secret
   --bootstrap-admin-email admin@bench.test --bootstrap-admin-password admin-password \
   --user-rate-limit 100000000 --user-rate-burst 100000000 2>"$work/hub.log" &
 hub=$!
-"$bare" 127.0.0.1:50778 >/dev/null 2>&1 &
+"$here/target/release/activity-hub" bench serve-baseline --listen 127.0.0.1:50778 >/dev/null 2>&1 &
 baresrv=$!
 base=""
 if [ -n "${BASE_BIN:-}" ]; then
@@ -52,7 +52,8 @@ for r in $(seq "$rounds"); do
   g=$("$h2" -x -D "$secs" -c 4 -m 64 -H "authorization: Bearer $token" 127.0.0.1:50777 /user.v1.UserService/GetUser "$work/get.hex" | rate)
   e=$("$h2" -x -D "$secs" -c 4 -m 64 127.0.0.1:50777 /grpc.health.v1.Health/Check "$work/empty.hex" | rate)
   t=$("$h2" -x -D "$secs" -c 4 -m 64 127.0.0.1:50778 /grpc.health.v1.Health/Check "$work/empty.hex" | rate)
-  line="round $r: GetUser(auth) $g | same-server Health $e | bare tonic Health $t"
+  u=$("$h2" -x -D "$secs" -c 4 -m 64 127.0.0.1:50778 /user.v1.UserService/GetUser "$work/get.hex" | rate)
+  line="round $r: GetUser(auth) $g | same-server Health $e | bare tonic Health $t | bare tonic GetUser (memory, no auth) $u"
   if [ -n "$base" ]; then
     b=$("$h2" -x -D "$secs" -c 4 -m 64 -H "authorization: Bearer $token" 127.0.0.1:50779 /user.v1.UserService/GetUser "$work/get.hex" | rate)
     line="$line | GetUser on BASE_BIN $b"

@@ -270,9 +270,15 @@ impl UserService for Bare {
     }
 }
 
-/// Serves the baseline on `addr` until the process ends.
+/// Serves the baseline on `addr` until the process ends. User 1 exists from the start,
+/// so external load generators (h2load) can GetUser it.
 pub async fn serve(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let bare = Bare::default();
+    bare.create(upb::CreateUserRequest {
+        email: "baseline@bench.test".into(),
+        username: "baseline".into(),
+        ..Default::default()
+    });
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", tonic_health::ServingStatus::Serving)
