@@ -378,9 +378,9 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
             save_token(&path, &token)
                 .map_err(|e| fail(1, format!("saving the token to {}: {e}", path.display())))?;
             if a.conn.json {
-                println!("{}", json!({"token_file": path, "access_token": token}));
+                out!("{}", json!({"token_file": path, "access_token": token}));
             } else {
-                println!("logged in; token saved to {}", path.display());
+                out!("logged in; token saved to {}", path.display());
             }
             Ok(())
         }
@@ -417,7 +417,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
                     .iter()
                     .map(|d| json!({"user_id": d.user_id, "seq": d.seq}))
                     .collect();
-                println!(
+                out!(
                     "{}",
                     json!({"event_id": r.event_id, "duplicate": r.duplicate, "deliveries": d})
                 );
@@ -427,7 +427,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
                     .iter()
                     .map(|d| vec![d.user_id.to_string(), d.seq.to_string()])
                     .collect();
-                println!(
+                out!(
                     "event {}{}",
                     r.event_id,
                     if r.duplicate { " (duplicate)" } else { "" }
@@ -458,7 +458,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
                 .await?;
             if a.conn.json {
                 let events: Vec<Value> = r.events.iter().map(event_json).collect();
-                println!(
+                out!(
                     "{}",
                     json!({"events": events, "head_seq": r.head_seq, "has_more": r.has_more})
                 );
@@ -466,7 +466,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
                 table(EVENT_HEAD, r.events.iter().map(event_row).collect());
                 if r.has_more {
                     let last = r.events.last().map(|e| e.seq).unwrap_or(after);
-                    println!("more: --after {last}");
+                    out!("more: --after {last}");
                 }
             }
             Ok(())
@@ -480,7 +480,7 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
                     .iter()
                     .map(|(u, s)| json!({"server": u, "status": s}))
                     .collect();
-                println!("{}", Value::Array(v));
+                out!("{}", Value::Array(v));
             } else {
                 table(
                     &["SERVER", "STATUS"],
@@ -515,7 +515,7 @@ fn save_token(path: &std::path::Path, token: &str) -> std::io::Result<()> {
 async fn user(client: &Client, cmd: UserCmd, as_json: bool) -> Result<(), Failure> {
     let show = |u: &upb::User| {
         if as_json {
-            println!("{}", user_json(u));
+            out!("{}", user_json(u));
         } else {
             table(USER_HEAD, vec![user_row(u)]);
         }
@@ -570,13 +570,13 @@ async fn user(client: &Client, cmd: UserCmd, as_json: bool) -> Result<(), Failur
                 .await?;
             if as_json {
                 let users: Vec<Value> = r.users.iter().map(user_json).collect();
-                println!(
+                out!(
                     "{}",
                     json!({"users": users, "total": r.total, "has_more": r.has_more})
                 );
             } else {
                 table(USER_HEAD, r.users.iter().map(user_row).collect());
-                println!("{} of {} (page {page})", r.users.len(), r.total);
+                out!("{} of {} (page {page})", r.users.len(), r.total);
             }
         }
         UserCmd::Update {
@@ -601,9 +601,9 @@ async fn user(client: &Client, cmd: UserCmd, as_json: bool) -> Result<(), Failur
         UserCmd::Delete { id } => {
             client.delete_user(id).await?;
             if as_json {
-                println!("{}", json!({"deleted": id}));
+                out!("{}", json!({"deleted": id}));
             } else {
-                println!("deleted user {id}");
+                out!("deleted user {id}");
             }
         }
     }
@@ -761,7 +761,7 @@ fn table(head: &[&str], rows: Vec<Vec<String>>) {
                 s.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        out!("{}", s.trim_end());
     };
     line(head.iter().map(|h| h.to_string()).collect());
     for r in rows {

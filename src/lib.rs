@@ -33,6 +33,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
+/// `println!` for command output that ignores a closed standard output (`... | head`)
+/// instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 pub mod activity;
 pub mod auth;
 pub mod bench;

@@ -107,16 +107,16 @@ pub struct BenchArgs {
     /// --streams-per-connection].
     #[arg(long)]
     pub connections: Option<usize>,
-    /// Calls in flight per connection (get-user) [64].
+    /// Calls in flight per connection (get-user).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
-    /// Publishing streams (publish) [4].
+    /// Publishing streams (publish).
     #[arg(long, default_value_t = 4)]
     pub streams: usize,
-    /// Publishes in flight per stream, awaiting their commit answer (publish) [1024].
+    /// Publishes in flight per stream, awaiting their commit answer (publish).
     #[arg(long, default_value_t = 1024)]
     pub inflight: usize,
-    /// Subscription streams per HTTP/2 connection [1000].
+    /// Subscription streams per HTTP/2 connection.
     #[arg(long, default_value_t = 1000)]
     pub streams_per_connection: usize,
     /// Subscribers [fanout 1000, latency 1000, idle 10000, reconnect-storm 1000].
@@ -126,10 +126,10 @@ pub struct BenchArgs {
     /// subscriber and phase [20].
     #[arg(long)]
     pub events: Option<u64>,
-    /// Recipients the publish scenario spreads events over, one per event [100].
+    /// Recipients the publish scenario spreads events over, one per event.
     #[arg(long, default_value_t = 100)]
     pub recipients: usize,
-    /// Publish rate of the latency scenario, events/s [10000].
+    /// Publish rate of the latency scenario, events/s.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
     /// How long: get-user and latency measure for this long; idle holds this long.
@@ -144,7 +144,7 @@ pub struct BenchArgs {
     /// Subscribers' acknowledgement mode (fanout).
     #[arg(long, value_enum, default_value = "explicit")]
     pub ack: Acks,
-    /// Subscribers ack every this many events (cumulative acks) [1].
+    /// Subscribers ack every this many events (cumulative acks).
     #[arg(long, default_value_t = 1)]
     pub ack_every: u64,
     /// Give up when no progress is seen for this long.
@@ -220,7 +220,12 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             }
         };
     }
-    match scenarios::run(&args).await {
+    let outcome = tokio::select! {
+        r = scenarios::run(&args) => r,
+        // Dropping the run stops the servers it started and removes their files.
+        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+    };
+    match outcome {
         Ok(report) => {
             if let Err(e) = report.emit(&args) {
                 eprintln!("error: {e}");

@@ -85,14 +85,17 @@ fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
 pub(crate) struct Report {
     pub(crate) scenario: Scenario,
     pub(crate) shape: String,
+    /// The sizes and flags the run used.
+    pub(crate) settings: Value,
     pub(crate) runs: Vec<(Kind, Run)>,
 }
 
 impl Report {
-    pub(crate) fn new(scenario: Scenario, shape: String) -> Report {
+    pub(crate) fn new(scenario: Scenario, shape: String, settings: Value) -> Report {
         Report {
             scenario,
             shape,
+            settings,
             runs: Vec::new(),
         }
     }
@@ -114,9 +117,9 @@ impl Report {
     pub(crate) fn emit(&self, args: &BenchArgs) -> Result<(), String> {
         let json = self.json();
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            out!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
         } else {
-            print!("{}", self.table());
+            out!("{}", self.table().trim_end());
         }
         if let Some(path) = &args.out {
             let text = serde_json::to_string_pretty(&json).unwrap_or_default();
@@ -271,6 +274,7 @@ impl Report {
         json!({
             "scenario": self.name(),
             "shape": self.shape,
+            "settings": self.settings,
             "runs": runs,
             "ratios_hub_over_baseline": ratios,
             "clean": self.clean(),
@@ -401,7 +405,7 @@ mod tests {
         let mut h = Histogram::new(3).unwrap();
         h.record(1000).unwrap();
         base.latency = Some(h);
-        let mut r = Report::new(Scenario::Publish, "shape".into());
+        let mut r = Report::new(Scenario::Publish, "shape".into(), Value::Null);
         r.runs.push((Kind::Hub, hub));
         r.runs.push((Kind::Baseline, base));
         let j = r.json();

@@ -41,7 +41,7 @@ const OPEN_BURST: usize = 256;
 
 /// Runs the chosen scenario against the hub and, with `--baseline`, the baseline.
 pub(crate) async fn run(a: &BenchArgs) -> Result<Report, String> {
-    let mut report = Report::new(a.scenario, shape(a));
+    let mut report = Report::new(a.scenario, shape(a), settings(a));
     let kinds = [Kind::Hub]
         .into_iter()
         .chain(a.baseline.then_some(Kind::Baseline));
@@ -78,6 +78,38 @@ fn subscribers(a: &BenchArgs) -> usize {
     a.subscribers.unwrap_or(match a.scenario {
         Scenario::Idle => 10_000,
         _ => 1_000,
+    })
+}
+
+/// The flags that shaped the run, for the JSON report.
+fn settings(a: &BenchArgs) -> serde_json::Value {
+    serde_json::json!({
+        "server": a.server.as_deref().unwrap_or("started"),
+        // The kind of store only: a URL may carry a password.
+        "store": match (&a.server, &a.database_url) {
+            (Some(_), _) => "unknown",
+            (None, None) => "temporary sqlite",
+            (None, Some(url)) => match crate::store::Backend::of_url(url) {
+                crate::store::Backend::Postgres => "postgres",
+                crate::store::Backend::Sqlite => "sqlite",
+            },
+        },
+        "hub_args": a.hub_args,
+        "connections": a.connections,
+        "concurrency": a.concurrency,
+        "streams": a.streams,
+        "inflight": a.inflight,
+        "streams_per_connection": a.streams_per_connection,
+        "subscribers": subscribers(a),
+        "events": a.events,
+        "recipients": a.recipients,
+        "rate": a.rate,
+        "duration_ms": a.duration.as_millis() as u64,
+        "warmup_ms": a.warmup.as_millis() as u64,
+        "payload_size": a.payload_size,
+        "ack": format!("{:?}", a.ack).to_lowercase(),
+        "ack_every": a.ack_every,
+        "baseline": a.baseline,
     })
 }
 
