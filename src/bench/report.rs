@@ -321,6 +321,7 @@ impl Report {
                 ("sans-serif", 24),
             )
             .margin(16)
+            .margin_right(48)
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d((1f64..max_x).log_scale(), 0f64..max_y)
