@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// Extra flag for the started hub, repeatable: `--hub-arg=--publish-batch-max=2048`.
     #[arg(long = "hub-arg", allow_hyphen_values = true)]
     pub hub_args: Vec<String>,
+    /// Leave the users the bench created on --server (by default they are deleted at the
+    /// end; a started hub's store is thrown away anyway).
+    #[arg(long)]
+    pub keep_users: bool,
     /// Also measure a bare tonic server with the same traffic and print hub/baseline.
     #[arg(long)]
     pub baseline: bool,

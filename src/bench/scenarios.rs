@@ -61,6 +61,14 @@ pub(crate) async fn run(a: &BenchArgs) -> Result<Report, String> {
             Scenario::ReconnectStorm => reconnect_storm(&t, a, &ui).await,
             Scenario::ServeBaseline => unreachable!("served before any scenario runs"),
         };
+        if !t.started_here() && !a.keep_users {
+            ui.say("deleting the users the bench created (--keep-users keeps them)");
+            match t.remove_users().await {
+                Ok(0) => {}
+                Ok(n) => ui.say(&format!("{n} bench users could not be deleted")),
+                Err(e) => ui.say(&format!("could not delete the bench users: {e}")),
+            }
+        }
         let run = result.map_err(|e| {
             let log = t.log_tail();
             if log.is_empty() {
@@ -241,6 +249,17 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
+/// One histogram of many tasks' samples. Tasks keep plain samples rather than a
+/// histogram each: at three significant digits one is ~190 KB, and 10,000 subscribers
+/// each holding one would cost the load generator gigabytes and its caches.
+fn histogram_of<'a>(samples: impl IntoIterator<Item = &'a Vec<u64>>) -> Histogram<u64> {
+    let mut h = histogram();
+    for v in samples.into_iter().flatten() {
+        let _ = h.record((*v).max(1));
+    }
+    h
+}
+
 /// The first failure of a run, kept for the report.
 #[derive(Clone, Default)]
 struct FirstError(Arc<Mutex<Option<String>>>);
@@ -345,7 +364,8 @@ fn joined<T>(r: Option<Result<Result<T, String>, tokio::task::JoinError>>) -> Re
 /// What one subscriber saw.
 struct Seen {
     sub: Sub,
-    hist: Histogram<u64>,
+    /// Publish -> deliver latencies, microseconds.
+    samples: Vec<u64>,
     got: u64,
     last: u64,
     lost: u64,
@@ -368,7 +388,7 @@ async fn read_until(
     let last = sub.subscribed.resume_after;
     let mut s = Seen {
         sub,
-        hist: histogram(),
+        samples: Vec::new(),
         got: 0,
         last,
         lost: 0,
@@ -408,7 +428,7 @@ async fn read_until(
         delivered.fetch_add(1, Ordering::Relaxed);
         if let Some(sent) = stamp_of(&e.payload) {
             let now = base.elapsed().as_micros() as u64;
-            let _ = s.hist.record(now.saturating_sub(sent).max(1));
+            s.samples.push(now.saturating_sub(sent));
         }
         if let Some(every) = ack_every {
             if s.got % every == 0 || s.last >= until {
@@ -432,10 +452,9 @@ async fn read_until(
 
 /// Sums what the subscribers saw into `run`; returns the subscriptions.
 fn collect(run: &mut Run, seen: Vec<Seen>, first: &FirstError) -> Vec<Sub> {
-    let mut hist = histogram();
+    run.latency = Some(histogram_of(seen.iter().map(|s| &s.samples)));
     let mut subs = Vec::with_capacity(seen.len());
     for s in seen {
-        let _ = hist.add(&s.hist);
         run.lost += s.lost;
         run.redelivered += s.redelivered;
         if let Some(e) = s.error {
@@ -444,7 +463,6 @@ fn collect(run: &mut Run, seen: Vec<Seen>, first: &FirstError) -> Vec<Sub> {
         }
         subs.push(s.sub);
     }
-    run.latency = Some(hist);
     subs
 }
 
@@ -525,11 +543,11 @@ async fn get_user(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
                 (t.auth(), users.clone(), ok.clone(), failed.clone(), first.clone());
             let mut k = c * a.concurrency + j;
             tasks.spawn(async move {
-                let mut hist = histogram();
+                let mut samples = Vec::new();
                 loop {
                     let sent = Instant::now();
                     if sent >= end {
-                        return hist;
+                        return samples;
                     }
                     k += 1;
                     let req = GetUserRequest {
@@ -539,7 +557,7 @@ async fn get_user(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
                     if sent < measure_from {
                         continue;
                     }
-                    let _ = hist.record(sent.elapsed().as_micros() as u64);
+                    samples.push(sent.elapsed().as_micros() as u64);
                     match r {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(s) => {
@@ -552,13 +570,9 @@ async fn get_user(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
         }
     }
     let bar = ui.timed("calling GetUser", a.warmup + a.duration, ok.clone());
-    let hists = join_all(tasks).await?;
+    let samples = join_all(tasks).await?;
     bar.done();
     let mut run = Run::default();
-    let mut hist = histogram();
-    for h in hists {
-        let _ = hist.add(&h);
-    }
     let done = ok.load(Ordering::Relaxed);
     run.figures.push(Figure::more(
         "requests_per_sec",
@@ -568,7 +582,7 @@ async fn get_user(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     run.figures
         .push(Figure::info("requests", "calls answered OK", done as f64));
     run.failed = failed.load(Ordering::Relaxed);
-    run.latency = Some(hist);
+    run.latency = Some(histogram_of(&samples));
     run.latency_label = "GetUser call latency";
     run.first_error = first.take();
     Ok(run)
@@ -615,7 +629,7 @@ async fn publish(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
                     }
                 }
             });
-            let mut hist = histogram();
+            let mut samples = Vec::with_capacity(n as usize);
             let mut answered = 0u64;
             match client.publish_stream(auth.req(ReceiverStream::new(req_rx))).await {
                 Ok(out) => {
@@ -624,7 +638,7 @@ async fn publish(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
                         match out.message().await {
                             Ok(Some(r)) => {
                                 let sent = times_rx.recv().await.unwrap_or_else(Instant::now);
-                                let _ = hist.record(sent.elapsed().as_micros() as u64);
+                                samples.push(sent.elapsed().as_micros() as u64);
                                 if r.deliveries.len() == 1 {
                                     answered += 1;
                                     committed.fetch_add(1, Ordering::Relaxed);
@@ -643,19 +657,18 @@ async fn publish(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
                 Err(st) => first.set(|| format!("PublishStream: {}", status_text(&st))),
             }
             sender.abort();
-            (hist, n - answered)
+            (samples, n - answered)
         });
     }
     let bar = ui.count("publishing", total, committed.clone());
     let results = join_all(tasks).await?;
     let secs = start.elapsed();
     bar.done();
-    let mut run = Run::default();
-    let mut hist = histogram();
-    for (h, failed) in results {
-        let _ = hist.add(&h);
-        run.failed += failed;
-    }
+    let mut run = Run {
+        latency: Some(histogram_of(results.iter().map(|(s, _)| s))),
+        failed: results.iter().map(|(_, failed)| failed).sum(),
+        ..Default::default()
+    };
     let done = committed.load(Ordering::Relaxed);
     run.figures.push(Figure::more(
         "events_per_sec",
@@ -664,7 +677,6 @@ async fn publish(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     ));
     run.figures
         .push(Figure::info("events", "events committed", done as f64));
-    run.latency = Some(hist);
     run.latency_label = "publish -> commit answer";
     run.first_error = first.take();
     Ok(run)

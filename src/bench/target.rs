@@ -16,7 +16,10 @@ use tonic::{
 use super::BenchArgs;
 use crate::proto::{
     auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
-    user::v1::{user_service_client::UserServiceClient, CreateUserRequest},
+    user::v1::{
+        get_user_request::Identifier as UserKey, user_service_client::UserServiceClient, CreateUserRequest,
+        GetUserRequest,
+    },
 };
 
 const ADMIN: &str = "bench-admin@hub.test";
@@ -68,6 +71,8 @@ pub(crate) struct Target {
     dir: Option<PathBuf>,
     /// Tells this run's users from other runs' on a shared server.
     run_id: String,
+    /// The users this run created.
+    created: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Drop for Target {
@@ -109,6 +114,7 @@ impl Target {
                 auth: Auth(Some(auth)),
                 dir: None,
                 run_id,
+                created: Default::default(),
             };
             t.wait_ready(Duration::from_secs(10)).await?;
             return Ok(t);
@@ -173,6 +179,7 @@ impl Target {
             auth: Auth(None),
             dir: Some(dir),
             run_id,
+            created: Default::default(),
         };
         t.wait_ready(Duration::from_secs(60)).await?;
         if kind == Kind::Hub {
@@ -277,14 +284,51 @@ impl Target {
             let out = client
                 .bulk_create_users(self.req(tokio_stream::iter(reqs)))
                 .await
-                .map_err(|s| format!("creating bench users: {:?}: {}", s.code(), s.message()))?
+                .map_err(|s| {
+                    let hint = match s.code() {
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                            " (the bench needs an admin's token)"
+                        }
+                        _ => "",
+                    };
+                    format!("creating bench users: {:?}: {}{hint}", s.code(), s.message())
+                })?
                 .into_inner();
             if let Some(e) = out.errors.first() {
                 return Err(format!("creating bench user {}: {}", e.email, e.error));
             }
-            ids.extend(out.users.into_iter().map(|u| u.id));
+            ids.extend(out.users.iter().map(|u| u.id));
+            self.created
+                .lock()
+                .expect("not poisoned")
+                .extend(out.users.iter().map(|u| u.id));
         }
         Ok(ids)
+    }
+
+    /// Whether this run started the server (and throws its store away afterwards).
+    pub(crate) fn started_here(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Deletes the users this run created; returns how many could not be deleted.
+    pub(crate) async fn remove_users(&self) -> Result<usize, String> {
+        use futures_util::StreamExt as _;
+        let ids = std::mem::take(&mut *self.created.lock().expect("not poisoned"));
+        let client = UserServiceClient::new(self.channel().await?);
+        let failed = futures_util::stream::iter(ids)
+            .map(|id| {
+                let mut c = client.clone();
+                let req = self.req(GetUserRequest {
+                    identifier: Some(UserKey::UserId(id)),
+                });
+                async move { c.delete_user(req).await.is_err() }
+            })
+            .buffer_unordered(64)
+            .filter(|failed| std::future::ready(*failed))
+            .count()
+            .await;
+        Ok(failed)
     }
 
     /// The server's resident memory, when its process is known.

@@ -7,9 +7,11 @@ use std::{process::Stdio, time::Duration};
 
 use serde_json::Value;
 
+use activity_hub::proto::user::v1::{user_service_client::UserServiceClient, ListUsersRequest, UserStatus};
+
 use crate::{
     crash::{admin, free_port, spawn_server_on},
-    helpers::{Backend, TestDb},
+    helpers::{authed, Backend, TestDb},
 };
 
 struct Out {
@@ -242,6 +244,38 @@ async fn bench_measures_a_running_server_and_finds_its_process() {
     assert_eq!(figure(run, "open"), 200.0);
     // The server's process was found from its listening port.
     assert!(figure(run, "rss_bytes") > 0.0, "{run}");
+
+    // Its users are deleted afterwards unless asked to keep them.
+    let active = || async {
+        UserServiceClient::new(ch.clone())
+            .list_users(authed(
+                ListUsersRequest {
+                    status: UserStatus::Active as i32,
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .total
+    };
+    assert_eq!(active().await, 1, "only the admin is left");
+    let o = bench(&[
+        "publish",
+        "--server",
+        &url,
+        "--token",
+        &token,
+        "--events",
+        "10",
+        "--recipients",
+        "3",
+        "--keep-users",
+    ])
+    .await;
+    ok(&o);
+    assert_eq!(active().await, 4, "--keep-users keeps them");
 
     // Without a token it says how to give one.
     let o = bench(&["get-user", "--server", &url]).await;
