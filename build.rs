@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("activity_hub_descriptor.bin"))
         .bytes(".activity.v1.Event.payload")
         .bytes(".activity.v1.PublishRequest.payload")
+        // Small per-call codec buffers: see `LeanCodec` in src/proto.rs.
+        .codec_path("crate::proto::LeanCodec")
         .compile_protos(
             &[
                 "proto/user/v1/user.proto",
