@@ -300,25 +300,53 @@ struct Sub {
     subscribed: Subscribed,
 }
 
-/// Opens one subscription per user, `per_conn` streams per connection, at most `burst`
-/// opening at a time; `opened` counts them as they are confirmed.
+/// `n` new users and connections enough for a subscription each (`--connections`, else
+/// one per `--streams-per-connection`).
+async fn subscriber_setup(
+    t: &Target,
+    a: &BenchArgs,
+    n: usize,
+) -> Result<(Vec<Channel>, Arc<Vec<u64>>), String> {
+    let channels = t
+        .channels(a.connections.unwrap_or(n.div_ceil(a.streams_per_connection)))
+        .await?;
+    let users = Arc::new(t.create_users(&channels[0], n).await?);
+    Ok((channels, users))
+}
+
+/// The Start message of each subscriber (a durable consumer when `consumer` is not empty).
+fn starts(ack_mode: AckMode, start_from: StartFrom, consumer: &'static str) -> impl Fn(u64) -> Start {
+    move |user_id| Start {
+        user_id,
+        consumer_id: consumer.into(),
+        ack_mode: ack_mode as i32,
+        start_from: start_from as i32,
+        ..Default::default()
+    }
+}
+
+/// Opens one subscription per user, `--streams-per-connection` streams per connection,
+/// at most `burst` opening at a time; with `progress`, a bar counts them as confirmed.
 async fn open_subs(
+    t: &Target,
+    a: &BenchArgs,
     channels: &[Channel],
-    auth: &Auth,
     users: &[u64],
     start: impl Fn(u64) -> Start,
-    per_conn: usize,
     burst: usize,
-    opened: Arc<AtomicU64>,
+    progress: Option<(&Ui, &str)>,
 ) -> Result<Vec<Sub>, String> {
+    let opened = Arc::new(AtomicU64::new(0));
+    let bar = progress.map(|(ui, what)| ui.count(what, users.len() as u64, opened.clone()));
     let mut opening = JoinSet::new();
     let mut out = Vec::with_capacity(users.len());
     for (i, &user) in users.iter().enumerate() {
-        let mut client = ActivityServiceClient::new(channels[(i / per_conn) % channels.len()].clone());
+        let conn = (i / a.streams_per_connection) % channels.len();
+        let mut client = ActivityServiceClient::new(channels[conn].clone());
         let first = SubscribeRequest {
             msg: Some(subscribe_request::Msg::Start(start(user))),
         };
-        let (auth, opened) = (auth.clone(), opened.clone());
+        let (auth, opened) = (t.auth(), opened.clone());
         opening.spawn(async move {
             let (tx, rx) = mpsc::channel(64);
             tx.send(first).await.map_err(|_| "request stream closed")?;
@@ -349,6 +377,9 @@ async fn open_subs(
     }
     while let Some(r) = opening.join_next().await {
         out.push(joined(Some(r))?);
+    }
+    if let Some(bar) = bar {
+        bar.done();
     }
     Ok(out)
 }
@@ -472,6 +503,54 @@ async fn join_all<T: 'static>(mut set: JoinSet<T>) -> Result<Vec<T>, String> {
         out.push(r.map_err(|e| format!("a bench task failed: {e}"))?);
     }
     Ok(out)
+}
+
+/// A reader per subscription ([`read_until`] seq `until(sub)`; none when that is 0),
+/// acking every `ack_every` when given, counting deliveries in `delivered`.
+fn spawn_readers(
+    subs: Vec<Sub>,
+    until: impl Fn(&Sub) -> u64,
+    ack_every: Option<u64>,
+    a: &BenchArgs,
+    base: Instant,
+    delivered: &Arc<AtomicU64>,
+) -> JoinSet<Seen> {
+    let mut readers = JoinSet::new();
+    for sub in subs {
+        let last = until(&sub);
+        if last > 0 {
+            readers.spawn(read_until(
+                sub,
+                last,
+                ack_every,
+                base,
+                a.stall_timeout,
+                delivered.clone(),
+            ));
+        }
+    }
+    readers
+}
+
+/// [`publish_to_all`] on a connection of its own; returns failed publishes.
+async fn publisher(
+    t: &Target,
+    a: &BenchArgs,
+    users: &Arc<Vec<u64>>,
+    events: u64,
+    base: Instant,
+    first: &FirstError,
+) -> Result<impl std::future::Future<Output = u64> + Send + 'static, String> {
+    let channel = t.channel().await?;
+    Ok(publish_to_all(
+        channel,
+        t.auth(),
+        users.clone(),
+        events,
+        a.payload_size,
+        base,
+        first.clone(),
+    ))
 }
 
 /// Publishes `events` events, each to every user in `users` (split into publishes of
@@ -686,57 +765,20 @@ async fn publish(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
 async fn fanout(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     let n = subscribers(a);
     let events = a.events.unwrap_or(200);
-    let channels = t
-        .channels(a.connections.unwrap_or(n.div_ceil(a.streams_per_connection)))
-        .await?;
-    let users = Arc::new(t.create_users(&channels[0], n).await?);
+    let (channels, users) = subscriber_setup(t, a, n).await?;
     let ack_mode = match a.ack {
         Acks::Explicit => AckMode::Explicit,
         Acks::None => AckMode::None,
     };
-    let opened = Arc::new(AtomicU64::new(0));
-    let bar = ui.count("opening subscriptions", n as u64, opened.clone());
-    let start = |user_id| Start {
-        user_id,
-        ack_mode: ack_mode as i32,
-        start_from: StartFrom::Latest as i32,
-        ..Default::default()
-    };
-    let subs = open_subs(
-        &channels,
-        &t.auth(),
-        &users,
-        start,
-        a.streams_per_connection,
-        OPEN_BURST,
-        opened,
-    )
-    .await?;
-    bar.done();
+    let start = starts(ack_mode, StartFrom::Latest, "");
+    let progress = Some((ui, "opening subscriptions"));
+    let subs = open_subs(t, a, &channels, &users, start, OPEN_BURST, progress).await?;
     let base = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
     let ack_every = (a.ack == Acks::Explicit).then_some(a.ack_every);
-    let mut readers = JoinSet::new();
-    for sub in subs {
-        readers.spawn(read_until(
-            sub,
-            events,
-            ack_every,
-            base,
-            a.stall_timeout,
-            delivered.clone(),
-        ));
-    }
+    let readers = spawn_readers(subs, |_| events, ack_every, a, base, &delivered);
     let first = FirstError::default();
-    let publisher = tokio::spawn(publish_to_all(
-        t.channel().await?,
-        t.auth(),
-        users.clone(),
-        events,
-        a.payload_size,
-        base,
-        first.clone(),
-    ));
+    let publisher = tokio::spawn(publisher(t, a, &users, events, base, &first).await?);
     let bar = ui.count("delivering", n as u64 * events, delivered.clone());
     let seen = join_all(readers).await?;
     let secs = base.elapsed();
@@ -761,49 +803,17 @@ async fn fanout(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
 async fn latency(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     let n = subscribers(a);
     let total = (a.rate as f64 * a.duration.as_secs_f64()).round().max(1.0) as u64;
-    let channels = t
-        .channels(a.connections.unwrap_or(n.div_ceil(a.streams_per_connection)))
-        .await?;
-    let users = t.create_users(&channels[0], n).await?;
-    let opened = Arc::new(AtomicU64::new(0));
-    let bar = ui.count("opening subscriptions", n as u64, opened.clone());
-    let start = |user_id| Start {
-        user_id,
-        ack_mode: AckMode::Explicit as i32,
-        start_from: StartFrom::Latest as i32,
-        ..Default::default()
-    };
-    let subs = open_subs(
-        &channels,
-        &t.auth(),
-        &users,
-        start,
-        a.streams_per_connection,
-        OPEN_BURST,
-        opened,
-    )
-    .await?;
-    bar.done();
+    let (channels, users) = subscriber_setup(t, a, n).await?;
+    let start = starts(AckMode::Explicit, StartFrom::Latest, "");
+    let progress = Some((ui, "opening subscriptions"));
+    let subs = open_subs(t, a, &channels, &users, start, OPEN_BURST, progress).await?;
     let base = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
     // Event k goes to users[k % n]: user i gets total / n, plus one if i < total % n.
     let index: std::collections::HashMap<u64, u64> =
         users.iter().enumerate().map(|(i, &u)| (u, i as u64)).collect();
-    let mut readers = JoinSet::new();
-    for sub in subs {
-        let i = index[&sub.user];
-        let mine = total / n as u64 + u64::from(i < total % n as u64);
-        if mine > 0 {
-            readers.spawn(read_until(
-                sub,
-                mine,
-                Some(a.ack_every),
-                base,
-                a.stall_timeout,
-                delivered.clone(),
-            ));
-        }
-    }
+    let mine = |sub: &Sub| total / n as u64 + u64::from(index[&sub.user] < total % n as u64);
+    let readers = spawn_readers(subs, mine, Some(a.ack_every), a, base, &delivered);
     let first = FirstError::default();
     let (tx, rx) = mpsc::channel::<PublishRequest>(4096);
     let mut client = ActivityServiceClient::new(t.channel().await?);
@@ -884,33 +894,14 @@ async fn latency(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
 /// Server RSS per idle subscription.
 async fn idle(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     let n = subscribers(a);
-    let channels = t
-        .channels(a.connections.unwrap_or(n.div_ceil(a.streams_per_connection)))
-        .await?;
-    let users = t.create_users(&channels[0], n).await?;
+    let (channels, users) = subscriber_setup(t, a, n).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = t.rss_bytes();
-    let opened = Arc::new(AtomicU64::new(0));
-    let bar = ui.count("opening subscriptions", n as u64, opened.clone());
-    let start = |user_id| Start {
-        user_id,
-        ack_mode: AckMode::Explicit as i32,
-        start_from: StartFrom::Latest as i32,
-        ..Default::default()
-    };
+    let start = starts(AckMode::Explicit, StartFrom::Latest, "");
     let began = Instant::now();
-    let subs = open_subs(
-        &channels,
-        &t.auth(),
-        &users,
-        start,
-        a.streams_per_connection,
-        OPEN_BURST,
-        opened,
-    )
-    .await?;
+    let progress = Some((ui, "opening subscriptions"));
+    let subs = open_subs(t, a, &channels, &users, start, OPEN_BURST, progress).await?;
     let open_secs = began.elapsed();
-    bar.done();
     let bar = ui.timed("holding", a.duration, Arc::new(AtomicU64::new(n as u64)));
     tokio::time::sleep(a.duration).await;
     bar.done();
@@ -958,57 +949,20 @@ async fn idle(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
 async fn reconnect_storm(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     let n = subscribers(a);
     let e = a.events.unwrap_or(20);
-    let conns = a.connections.unwrap_or(n.div_ceil(a.streams_per_connection));
-    let channels = t.channels(conns).await?;
-    let users = Arc::new(t.create_users(&channels[0], n).await?);
-    let start = |user_id| Start {
-        user_id,
-        consumer_id: "bench".into(),
-        ack_mode: AckMode::Explicit as i32,
-        start_from: StartFrom::Cursor as i32,
-        ..Default::default()
-    };
+    let (channels, users) = subscriber_setup(t, a, n).await?;
+    let start = starts(AckMode::Explicit, StartFrom::Cursor, "bench");
     let first = FirstError::default();
     let mut run = Run::default();
 
     // 1. Connected: every subscriber gets `e` events and acks them.
-    let opened = Arc::new(AtomicU64::new(0));
-    let bar = ui.count("opening durable subscriptions", n as u64, opened.clone());
-    let subs = open_subs(
-        &channels,
-        &t.auth(),
-        &users,
-        start,
-        a.streams_per_connection,
-        OPEN_BURST,
-        opened,
-    )
-    .await?;
-    bar.done();
+    let progress = Some((ui, "opening durable subscriptions"));
+    let subs = open_subs(t, a, &channels, &users, &start, OPEN_BURST, progress).await?;
     let base = Instant::now();
     let delivered = Arc::new(AtomicU64::new(0));
-    let mut readers = JoinSet::new();
-    for sub in subs {
-        readers.spawn(read_until(
-            sub,
-            e,
-            Some(a.ack_every),
-            base,
-            a.stall_timeout,
-            delivered.clone(),
-        ));
-    }
-    let publisher = publish_to_all(
-        t.channel().await?,
-        t.auth(),
-        users.clone(),
-        e,
-        a.payload_size,
-        base,
-        first.clone(),
-    );
+    let readers = spawn_readers(subs, |_| e, Some(a.ack_every), a, base, &delivered);
+    let publishing = publisher(t, a, &users, e, base, &first).await?;
     let bar = ui.count("delivering while connected", n as u64 * e, delivered.clone());
-    run.failed += publisher.await;
+    run.failed += publishing.await;
     let seen = join_all(readers).await?;
     bar.done();
     let subs = collect(&mut run, seen, &first);
@@ -1017,61 +971,27 @@ async fn reconnect_storm(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, Stri
     ui.say(&format!(
         "{n} subscribers drop; {e} events each published while they are away"
     ));
+    let conns = channels.len();
     drop(subs);
     drop(channels);
-    run.failed += publish_to_all(
-        t.channel().await?,
-        t.auth(),
-        users.clone(),
-        e,
-        a.payload_size,
-        base,
-        first.clone(),
-    )
-    .await;
+    run.failed += publisher(t, a, &users, e, base, &first).await?.await;
 
     // 3. Everyone resumes at once from its cursor while `e` more are published live.
     let channels = t.channels(conns).await?;
-    let opened = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let bar = ui.count("resuming and catching up", n as u64 * 2 * e, delivered.clone());
     let storm = Instant::now();
-    let auth = t.auth();
-    let opening = open_subs(
-        &channels,
-        &auth,
-        &users,
-        start,
-        a.streams_per_connection,
-        n,
-        opened.clone(),
-    );
-    let live = tokio::spawn(publish_to_all(
-        t.channel().await?,
-        t.auth(),
-        users.clone(),
-        e,
-        a.payload_size,
-        base,
-        first.clone(),
-    ));
+    let opening = open_subs(t, a, &channels, &users, &start, n, None);
+    let live = tokio::spawn(publisher(t, a, &users, e, base, &first).await?);
     let subs = opening.await?;
     let reconnected = storm.elapsed();
-    let mut readers = JoinSet::new();
-    for sub in subs {
+    for sub in &subs {
         // Acked through seq e before the drop: a cursor beyond that lost events.
         run.lost += sub.subscribed.resume_after.saturating_sub(e);
         // One behind it: those events come again (at least once), counted, not lost.
         run.redelivered += e.saturating_sub(sub.subscribed.resume_after);
-        readers.spawn(read_until(
-            sub,
-            3 * e,
-            Some(a.ack_every),
-            base,
-            a.stall_timeout,
-            delivered.clone(),
-        ));
     }
+    let readers = spawn_readers(subs, |_| 3 * e, Some(a.ack_every), a, base, &delivered);
     let seen = join_all(readers).await?;
     let caught_up = storm.elapsed();
     bar.done();
