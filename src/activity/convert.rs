@@ -86,6 +86,21 @@ pub fn validate_consumer_id(field: &str, c: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The page size (0 = 100, at most 1000) and the type filter of a ListEvents.
+pub fn list_query(r: &pb::ListEventsRequest) -> Result<(u32, Vec<String>), ApiError> {
+    let limit = match r.limit {
+        0 => 100,
+        n if n > 1000 => {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("{n} is above the maximum 1000"),
+            ))
+        }
+        n => n,
+    };
+    Ok((limit, types("types", &r.types)?))
+}
+
 /// Validates a publish from `publisher_id`.
 pub fn new_event(
     req: pb::PublishRequest,

@@ -184,18 +184,7 @@ impl ActivityService for ActivityApi {
             return Err(Status::unauthenticated("missing credentials"));
         };
         let mut inbound = req.into_inner();
-        let start = match inbound.next().await {
-            Some(Ok(pb::SubscribeRequest {
-                msg: Some(subscribe_request::Msg::Start(s)),
-            })) => s,
-            Some(Ok(_)) => {
-                return Err(
-                    ApiError::invalid("start", "the first message of a stream must be a Start").into(),
-                )
-            }
-            Some(Err(s)) => return Err(s),
-            None => return Err(ApiError::invalid("start", "the stream ended before its Start").into()),
-        };
+        let start = first_start(inbound.next().await)?;
         let params = convert::start(start, principal.user_id, self.hub.config().default_window)?;
         self.recipient(caller, params.user_id).await?;
         let opened = self.hub.subscribe(params).await?;
@@ -204,13 +193,7 @@ impl ActivityService for ActivityApi {
             inbound,
             async move { closed.closed().await },
             opened.actor,
-            |r| match r.msg {
-                Some(subscribe_request::Msg::Ack(a)) => SubMsg::Ack(a.seq),
-                Some(subscribe_request::Msg::Start(_)) => SubMsg::Fail(
-                    ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it").into(),
-                ),
-                None => SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into()),
-            },
+            after_start,
             SubMsg::Fail,
             SubMsg::ClientGone,
         );
@@ -223,14 +206,7 @@ impl ActivityService for ActivityApi {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let caller = self.auth.authenticate(req.metadata()).await?;
         let r = req.into_inner();
-        let limit = match r.limit {
-            0 => 100,
-            n if n > 1000 => {
-                return Err(ApiError::invalid("limit", format!("{n} is above the maximum 1000")).into())
-            }
-            n => n,
-        };
-        let types = convert::types("types", &r.types)?;
+        let (limit, types) = convert::list_query(&r)?;
         let recipient = self.recipient(caller, r.user_id).await?;
         let (events, head_seq, has_more) = self
             .hub
@@ -258,12 +234,40 @@ impl ActivityService for ActivityApi {
     }
 }
 
+/// The Start that must open a Subscribe stream.
+#[doc(hidden)] // public for the fuzz targets
+pub fn first_start(first: Option<Result<pb::SubscribeRequest, Status>>) -> Result<pb::Start, Status> {
+    match first {
+        Some(Ok(pb::SubscribeRequest {
+            msg: Some(subscribe_request::Msg::Start(s)),
+        })) => Ok(s),
+        Some(Ok(_)) => {
+            Err(ApiError::invalid("start", "the first message of a stream must be a Start").into())
+        }
+        Some(Err(s)) => Err(s),
+        None => Err(ApiError::invalid("start", "the stream ended before its Start").into()),
+    }
+}
+
+/// What a Subscribe message after the Start tells the subscription actor.
+#[doc(hidden)] // public for the fuzz targets
+pub fn after_start(r: pb::SubscribeRequest) -> SubMsg {
+    match r.msg {
+        Some(subscribe_request::Msg::Ack(a)) => SubMsg::Ack(a.seq),
+        Some(subscribe_request::Msg::Start(_)) => SubMsg::Fail(
+            ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it").into(),
+        ),
+        None => SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into()),
+    }
+}
+
 /// A publish's answer, resolved once its batch commits.
 type Answer =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<pb::PublishResponse, ApiError>> + Send>>;
 
 /// Prefixes the position of the offending request in a PublishStream.
-fn with_index(e: ApiError, i: u64) -> ApiError {
+#[doc(hidden)] // public for the fuzz targets
+pub fn with_index(e: ApiError, i: u64) -> ApiError {
     match e {
         ApiError::InvalidArgument { field, reason } => ApiError::InvalidArgument {
             field: format!("request {i}: {field}").into(),

@@ -35,25 +35,32 @@ fn refused() -> ApiError {
     ApiError::Unauthenticated("invalid credentials".into())
 }
 
+/// The account a Login names and the password it offers; INVALID_ARGUMENT when either
+/// is missing.
+#[doc(hidden)] // public for the fuzz targets
+pub fn credentials(r: LoginRequest) -> Result<(UserKey, String), ApiError> {
+    let key = match r.identifier {
+        Some(Identifier::Email(e)) if !e.is_empty() => UserKey::Email(e),
+        Some(Identifier::Username(u)) if !u.is_empty() => UserKey::Username(u),
+        _ => return Err(ApiError::invalid("identifier", "set email or username")),
+    };
+    if r.password.is_empty() {
+        return Err(ApiError::invalid("password", "is required"));
+    }
+    Ok((key, r.password))
+}
+
 #[tonic::async_trait]
 impl AuthService for AuthApi {
     async fn login(&self, req: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
         let peer = req.remote_addr().map(|a| a.ip());
-        let r = req.into_inner();
-        let key = match r.identifier {
-            Some(Identifier::Email(e)) if !e.is_empty() => UserKey::Email(e),
-            Some(Identifier::Username(u)) if !u.is_empty() => UserKey::Username(u),
-            _ => return Err(ApiError::invalid("identifier", "set email or username").into()),
-        };
-        if r.password.is_empty() {
-            return Err(ApiError::invalid("password", "is required").into());
-        }
+        let (key, password) = credentials(req.into_inner())?;
         let identifier = match &key {
             UserKey::Email(s) | UserKey::Username(s) => s.as_str(),
             UserKey::Id(_) => "",
         };
         self.auth.limits().check_login(peer, identifier)?;
-        if r.password.len() > 1024 {
+        if password.len() > 1024 {
             return Err(refused().into());
         }
         let found = self.users.find_with_hash(&key).await?;
@@ -61,7 +68,7 @@ impl AuthService for AuthApi {
             Some((u, h)) => (Some(u), Some(h)),
             None => (None, None),
         };
-        let ok = self.users.hasher().verify(r.password, hash).await?;
+        let ok = self.users.hasher().verify(password, hash).await?;
         let user = match user {
             Some(u) if ok && u.status == UserStatus::Active => u,
             _ => return Err(refused().into()),

@@ -92,27 +92,18 @@ impl Actor for Watcher {
 
 impl State {
     fn request(&mut self, myself: &ActorRef<WatchMsg>, req: pb::UserActivityRequest) -> Result<(), ApiError> {
-        let action = Action::try_from(req.action).unwrap_or(Action::Unspecified);
-        let target = req.user_id;
-        match action {
-            Action::SubscribeUserUpdates => {
-                authorize(Some(&self.caller), Call::WatchUser { target }, self.open_signup)?;
+        match watch_request(&self.caller, self.open_signup, &req)? {
+            WatchChange::Add(target) => {
                 let _ = self.hub.registry().cast(RegistryMsg::Watch {
                     target,
                     watcher: myself.clone(),
                 });
             }
-            Action::UnsubscribeUserUpdates => {
+            WatchChange::Remove(target) => {
                 let _ = self.hub.registry().cast(RegistryMsg::Unwatch {
                     target,
                     watcher: myself.get_id(),
                 });
-            }
-            Action::Unspecified => {
-                return Err(ApiError::invalid(
-                    "action",
-                    "must be SUBSCRIBE_USER_UPDATES or UNSUBSCRIBE_USER_UPDATES",
-                ))
             }
         }
         Ok(())
@@ -123,6 +114,37 @@ impl State {
             let _ = t.send(status);
         }
         myself.stop(None);
+    }
+}
+
+/// What a UserActivityRequest changes: watch or stop watching a user (0 = everyone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchChange {
+    /// Start watching.
+    Add(u64),
+    /// Stop watching.
+    Remove(u64),
+}
+
+/// Validates and authorizes one UserActivityRequest of `caller` (stopping a watch needs
+/// no permission: it can only remove the caller's own).
+#[doc(hidden)] // public for the fuzz targets
+pub fn watch_request(
+    caller: &Principal,
+    open_signup: bool,
+    req: &pb::UserActivityRequest,
+) -> Result<WatchChange, ApiError> {
+    let target = req.user_id;
+    match Action::try_from(req.action).unwrap_or(Action::Unspecified) {
+        Action::SubscribeUserUpdates => {
+            authorize(Some(caller), Call::WatchUser { target }, open_signup)?;
+            Ok(WatchChange::Add(target))
+        }
+        Action::UnsubscribeUserUpdates => Ok(WatchChange::Remove(target)),
+        Action::Unspecified => Err(ApiError::invalid(
+            "action",
+            "must be SUBSCRIBE_USER_UPDATES or UNSUBSCRIBE_USER_UPDATES",
+        )),
     }
 }
 

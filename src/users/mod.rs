@@ -38,6 +38,41 @@ pub struct CreateUser {
     pub roles: Roles,
 }
 
+/// The checks of a create that need no store: every field of `req` against the spec's
+/// rules (the password is hashed afterwards, the uniqueness left to the store).
+pub fn validate_new(req: &CreateUser) -> Result<(), ApiError> {
+    model::validate_email(&req.email)?;
+    model::validate_username(&req.username)?;
+    model::validate_password(&req.password)?;
+    model::validate_text("first_name", &req.first_name, 100)?;
+    model::validate_text("last_name", &req.last_name, 100)?;
+    Ok(())
+}
+
+/// The checks of an update that need no store; the preferences are checked once applied
+/// to the current user ([`model::validate_preferences`]).
+pub fn validate_changes(changes: &UserChanges) -> Result<(), ApiError> {
+    if let Some(u) = &changes.username {
+        model::validate_username(u)?;
+    }
+    for (field, value, max) in [
+        ("first_name", &changes.first_name, 100),
+        ("last_name", &changes.last_name, 100),
+        ("bio", &changes.bio, 1000),
+    ] {
+        if let Some(v) = value {
+            model::validate_text(field, v, max)?;
+        }
+    }
+    if let Some(url) = &changes.avatar_url {
+        model::validate_avatar_url(url)?;
+    }
+    if changes.status == Some(Status::Deleted) {
+        return Err(ApiError::invalid("status", "use DeleteUser to delete a user"));
+    }
+    Ok(())
+}
+
 /// The user directory; cheap to clone.
 #[derive(Clone)]
 pub struct Users {
@@ -106,11 +141,7 @@ impl Users {
     /// The expensive, independent half of a create: validation and password hashing.
     /// Bulk creation runs several at once and then [`Users::insert`]s in stream order.
     pub async fn prepare(&self, req: CreateUser) -> Result<NewUser, ApiError> {
-        model::validate_email(&req.email)?;
-        model::validate_username(&req.username)?;
-        model::validate_password(&req.password)?;
-        model::validate_text("first_name", &req.first_name, 100)?;
-        model::validate_text("last_name", &req.last_name, 100)?;
+        validate_new(&req)?;
         let roles = if req.roles.0 == 0 {
             Roles::only(model::Role::User)
         } else {
@@ -147,24 +178,7 @@ impl Users {
     /// Applies `changes` to the live user `id` (compare-and-set on its version, retried
     /// when a concurrent write wins).
     pub async fn update(&self, id: u64, changes: &UserChanges) -> Result<User, ApiError> {
-        if let Some(u) = &changes.username {
-            model::validate_username(u)?;
-        }
-        for (field, value, max) in [
-            ("first_name", &changes.first_name, 100),
-            ("last_name", &changes.last_name, 100),
-            ("bio", &changes.bio, 1000),
-        ] {
-            if let Some(v) = value {
-                model::validate_text(field, v, max)?;
-            }
-        }
-        if let Some(url) = &changes.avatar_url {
-            model::validate_avatar_url(url)?;
-        }
-        if changes.status == Some(Status::Deleted) {
-            return Err(ApiError::invalid("status", "use DeleteUser to delete a user"));
-        }
+        validate_changes(changes)?;
         for _ in 0..16 {
             let Some((current, _)) = self.store.find_user(&UserKey::Id(id)).await? else {
                 return Err(ApiError::NotFound(format!("user {id} not found").into()));

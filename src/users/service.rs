@@ -73,7 +73,8 @@ impl UserApi {
     }
 
     /// The selection of a ListUsers request: filter, where to start, page size.
-    fn selection(
+    #[doc(hidden)] // public for the fuzz targets
+    pub fn selection(
         req: &pb::ListUsersRequest,
         default_limit: u32,
     ) -> Result<(ListFilter, PageStart, u32), ApiError> {
@@ -100,7 +101,9 @@ impl UserApi {
     }
 }
 
-fn create_request(r: pb::CreateUserRequest) -> Result<CreateUser, ApiError> {
+/// A CreateUser (or BulkCreateUsers entry) in domain terms: its roles checked.
+#[doc(hidden)] // public for the fuzz targets
+pub fn create_request(r: pb::CreateUserRequest) -> Result<CreateUser, ApiError> {
     Ok(CreateUser {
         roles: convert::roles(&r.roles)?,
         email: r.email,
@@ -111,8 +114,36 @@ fn create_request(r: pb::CreateUserRequest) -> Result<CreateUser, ApiError> {
     })
 }
 
-fn elevated(r: &pb::CreateUserRequest) -> bool {
+/// Whether a CreateUser asks for any role beyond a plain user.
+#[doc(hidden)] // public for the fuzz targets
+pub fn elevated(r: &pb::CreateUserRequest) -> bool {
     r.roles.iter().any(|&n| n != pb::UserRole::User as i32)
+}
+
+/// What an UpdateUser asks the policy about; INVALID_ARGUMENT without a user_id.
+#[doc(hidden)] // public for the fuzz targets
+pub fn update_call(r: &pb::UpdateUserRequest) -> Result<Call, ApiError> {
+    if r.user_id == 0 {
+        return Err(ApiError::invalid("user_id", "is required"));
+    }
+    Ok(Call::UpdateUser {
+        target: r.user_id,
+        sets_status: r.status.is_some(),
+    })
+}
+
+/// The changes an UpdateUser asks for, once the caller may make them.
+#[doc(hidden)] // public for the fuzz targets
+pub fn update_changes(r: pb::UpdateUserRequest) -> Result<UserChanges, ApiError> {
+    Ok(UserChanges {
+        username: r.username,
+        first_name: r.first_name,
+        last_name: r.last_name,
+        bio: r.bio,
+        avatar_url: r.avatar_url,
+        status: r.status.map(convert::status_value).transpose()?,
+        preferences: r.preferences.into_iter().collect(),
+    })
 }
 
 #[tonic::async_trait]
@@ -150,26 +181,10 @@ impl UserService for UserApi {
     async fn update_user(&self, req: Request<pb::UpdateUserRequest>) -> Result<Response<pb::User>, Status> {
         let caller = self.caller(&req).await?;
         let r = req.into_inner();
-        if r.user_id == 0 {
-            return Err(ApiError::invalid("user_id", "is required").into());
-        }
-        self.allow(
-            &caller,
-            Call::UpdateUser {
-                target: r.user_id,
-                sets_status: r.status.is_some(),
-            },
-        )?;
-        let changes = UserChanges {
-            username: r.username,
-            first_name: r.first_name,
-            last_name: r.last_name,
-            bio: r.bio,
-            avatar_url: r.avatar_url,
-            status: r.status.map(convert::status_value).transpose()?,
-            preferences: r.preferences.into_iter().collect(),
-        };
-        let user = self.users.update(r.user_id, &changes).await?;
+        self.allow(&caller, update_call(&r)?)?;
+        let user_id = r.user_id;
+        let changes = update_changes(r)?;
+        let user = self.users.update(user_id, &changes).await?;
         Ok(Response::new(pb::User::from(&user)))
     }
 
