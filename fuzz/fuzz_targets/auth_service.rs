@@ -1,0 +1,106 @@
+//! `auth.v1.AuthService` and the bearer token every authenticated request carries.
+//!
+//! Input: `[rpc, flags, caller, body...]`. rpc % 2: 0 Login (body = LoginRequest), 1 the
+//! access token of the `authorization` metadata (body = the token text): it is verified
+//! as is, and a token issued to `caller` is verified with the body appended. flags are
+//! unused.
+#![no_main]
+
+use std::{sync::OnceLock, time::Duration};
+
+use activity_hub::{
+    auth::{service::credentials, token::Tokens},
+    proto::auth::v1::{login_request::Identifier, LoginRequest},
+    store::UserKey,
+    users::model::{Role, Roles, Status, User},
+};
+use activity_hub_fuzz::{refused, Input};
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+use tonic::Code;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(input) = Input::split(data) else {
+        return;
+    };
+    match input.rpc % 2 {
+        0 => {
+            if let Ok(req) = LoginRequest::decode(input.body) {
+                login(req);
+            }
+        }
+        _ => token(&input),
+    }
+});
+
+fn login(req: LoginRequest) {
+    let wire = req.clone();
+    match credentials(req) {
+        Ok((key, password)) => {
+            assert!(!password.is_empty() && password == wire.password);
+            match (key, wire.identifier) {
+                (UserKey::Email(k), Some(Identifier::Email(w)))
+                | (UserKey::Username(k), Some(Identifier::Username(w))) => {
+                    assert!(!k.is_empty() && k == w)
+                }
+                (k, w) => panic!("key {k:?} from identifier {w:?}"),
+            }
+        }
+        Err(e) => {
+            let named = match &wire.identifier {
+                Some(Identifier::Email(s) | Identifier::Username(s)) => !s.is_empty(),
+                None => false,
+            };
+            assert!(
+                !named || wire.password.is_empty(),
+                "refused a complete login: {e}"
+            );
+            refused(e, &[Code::InvalidArgument]);
+        }
+    }
+}
+
+fn tokens() -> &'static Tokens {
+    static TOKENS: OnceLock<Tokens> = OnceLock::new();
+    TOKENS.get_or_init(|| Tokens::new(b"fuzz-secret-fuzz-secret-fuzz-sec", Duration::from_secs(3600)))
+}
+
+fn token(input: &Input<'_>) {
+    let Ok(text) = std::str::from_utf8(input.body) else {
+        return;
+    };
+    // Nobody but this server can sign: an arbitrary text is refused, unless it is a
+    // token this target issued itself (ids 1-255) and remembered.
+    match tokens().verify(text) {
+        Ok(id) => assert!((1..=255).contains(&id), "a forged token named user {id}"),
+        Err(e) => refused(e, &[Code::Unauthenticated]),
+    }
+    let id = input.caller_id();
+    let (issued, _) = tokens().issue(&user(id)).expect("a token");
+    assert_eq!(tokens().verify(&issued).ok(), Some(id));
+    if !text.is_empty() {
+        let longer = format!("{issued}{text}");
+        if let Ok(got) = tokens().verify(&longer) {
+            panic!("a signed token with {text:?} appended was accepted as user {got}");
+        }
+    }
+}
+
+fn user(id: u64) -> User {
+    User {
+        id,
+        email: format!("u{id}@example.com"),
+        username: format!("user{id}"),
+        first_name: String::new(),
+        last_name: String::new(),
+        created_at: 0,
+        updated_at: 0,
+        last_login: None,
+        status: Status::Active,
+        roles: Roles::only(Role::Publisher),
+        avatar_url: String::new(),
+        bio: String::new(),
+        preferences: Default::default(),
+        version: 1,
+    }
+}
