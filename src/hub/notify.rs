@@ -52,23 +52,33 @@ pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn handle(hub: &Hub, payload: &str) {
+/// A notification's kind, origin and the rest.
+#[doc(hidden)] // public for the fuzz targets
+pub fn split(payload: &str) -> Option<(&str, &str, &str)> {
     let mut parts = payload.splitn(3, '|');
-    let (Some(kind), Some(origin), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+    Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// The `user:head` pairs of an `h` notification (malformed pairs are skipped).
+#[doc(hidden)] // public for the fuzz targets
+pub fn parse_heads(rest: &str) -> Vec<(u64, u64)> {
+    rest.split(',')
+        .filter_map(|p| {
+            let (u, h) = p.split_once(':')?;
+            Some((u.parse().ok()?, h.parse().ok()?))
+        })
+        .collect()
+}
+
+fn handle(hub: &Hub, payload: &str) {
+    let Some((kind, origin, rest)) = split(payload) else {
         return;
     };
     if origin == hub.origin() {
         return;
     }
     let msg = match kind {
-        "h" => RegistryMsg::Heads(
-            rest.split(',')
-                .filter_map(|p| {
-                    let (u, h) = p.split_once(':')?;
-                    Some((u.parse().ok()?, h.parse().ok()?))
-                })
-                .collect(),
-        ),
+        "h" => RegistryMsg::Heads(parse_heads(rest)),
         "c" => {
             let Some((user, consumer)) = rest.split_once('|') else {
                 return;
