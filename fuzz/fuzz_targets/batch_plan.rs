@@ -47,7 +47,7 @@ struct Batch {
     max_bytes: Option<u16>,
     /// Each publish's recipients as offsets from `id_base`, so recipients recur across
     /// publishes; made distinct and ascending, as a validated publish's are.
-    publishes: Vec<Vec<u8>>,
+    publishes: Vec<Vec<u16>>,
     id_base: u64,
     /// Recipients' heads before the commit (cycled through), scaled by `2^head_shift`.
     heads_before: Vec<u32>,
@@ -60,6 +60,10 @@ struct Batch {
     origin: u128,
     /// Length of a plain row list to chunk.
     rows: u16,
+    /// A wider commit for the notification splitter alone: this many recipients (modulo
+    /// 4096), `id_step` apart from `id_base`, heads from `heads_before`.
+    notify_users: u16,
+    id_step: u32,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -78,6 +82,7 @@ fuzz_target!(|b: Batch| {
     closing(&b);
     chunks(usize::from(b.rows) % 5_000);
     commit(&b);
+    wide_notifications(&b);
 });
 
 fn closing(b: &Batch) {
@@ -296,8 +301,31 @@ fn commit(b: &Batch) {
     }
 
     // 5. The new heads, as the other servers receive them.
-    let origin = format!("{:032x}", b.origin);
-    let payloads = plan::heads_notifications(&origin, &next);
+    check_notifications(b.origin, &next);
+}
+
+fn wide_notifications(b: &Batch) {
+    let users = u64::from(b.notify_users % 4096);
+    let step = u64::from(b.id_step) + 1;
+    let shift = u32::from(b.head_shift % 31);
+    let next: HashMap<u64, u64> = (0..users)
+        .map(|i| {
+            let h = b
+                .heads_before
+                .get(i as usize % b.heads_before.len().max(1))
+                .copied();
+            let head = u64::from(h.unwrap_or(0)) << shift;
+            (b.id_base.wrapping_add(i * step), head + 1 + i)
+        })
+        .collect();
+    check_notifications(b.origin, &next);
+}
+
+/// `next` (each recipient's next free seq) announced as NOTIFY payloads and parsed back
+/// by the listener's own code.
+fn check_notifications(origin: u128, next: &HashMap<u64, u64>) {
+    let origin = format!("{origin:032x}");
+    let payloads = plan::heads_notifications(&origin, next);
     assert_eq!(payloads.is_empty(), next.is_empty());
     let mut announced: HashMap<u64, u64> = HashMap::new();
     for p in &payloads {
