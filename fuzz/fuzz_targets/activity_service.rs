@@ -2,7 +2,8 @@
 //! same validation and conversion its handler runs before the hub's actors.
 //!
 //! Input: `[rpc, flags, caller, request...]`. rpc % 5: 0 Publish, 1 PublishStream
-//! (stream), 2 Subscribe (stream: a Start, then Acks), 3 ListEvents, 4 GetCursor.
+//! (stream), 2 Subscribe (stream: a Start, then Acks), 3 ListEvents, 4 GetCursor; with
+//! the high bit, the request is built field by field.
 //! flags: bits 0-1 the server's max recipients, bits 2-3 its max payload, bits 4-5 its
 //! default window, bit 6 authenticated, bit 7 the caller is a publisher (else a user).
 #![no_main]
@@ -18,7 +19,8 @@ use activity_hub::{
     hub::{subscription::SubMsg, AckMode, StartFrom},
     proto::activity::v1 as pb,
 };
-use activity_hub_fuzz::{authorized, refused, stream, Input};
+use activity_hub_fuzz::{authorized, enum_value, list, map, refused, stream, user_id, Input};
+use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use tonic::Code;
@@ -39,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let caller = caller.as_ref();
     match input.rpc % 5 {
         0 => {
-            if let Ok(req) = pb::PublishRequest::decode(input.body) {
+            if let Ok(req) = pb::PublishRequest::decode(&*input.unary(build_publish)) {
                 if let Some(p) = publisher(caller) {
                     let _ = publish(req, p.user_id, limits);
                 }
@@ -47,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             if let Some(p) = publisher(caller) {
-                let (requests, _broken) = stream::<pb::PublishRequest>(input.body);
+                let (requests, _broken) = stream::<pb::PublishRequest>(&input.stream(build_publish));
                 for (i, req) in requests.into_iter().enumerate() {
                     if let Err(e) = publish(req, p.user_id, limits) {
                         // The stream ends at its first refused request, which it names.
@@ -60,14 +62,14 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        2 => subscribe(input.body, caller, default_window),
+        2 => subscribe(&input.stream(build_subscribe), caller, default_window),
         3 => {
-            if let Ok(req) = pb::ListEventsRequest::decode(input.body) {
+            if let Ok(req) = pb::ListEventsRequest::decode(&*input.unary(build_list_events)) {
                 list_events(req);
             }
         }
         _ => {
-            if let Ok(req) = pb::GetCursorRequest::decode(input.body) {
+            if let Ok(req) = pb::GetCursorRequest::decode(&*input.unary(build_get_cursor)) {
                 match convert::validate_consumer_id("consumer_id", &req.consumer_id) {
                     Ok(()) => check_consumer_id(&req.consumer_id),
                     Err(e) => refused(e, &[Code::InvalidArgument]),
@@ -76,6 +78,51 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
+
+fn build_publish(u: &mut Unstructured<'_>) -> Result<pb::PublishRequest> {
+    Ok(pb::PublishRequest {
+        recipient_ids: list(u, 80, user_id)?,
+        r#type: u.arbitrary()?,
+        payload: u.arbitrary::<Vec<u8>>()?.into(),
+        content_type: u.arbitrary()?,
+        attributes: map(u, 70)?,
+        idempotency_key: u.arbitrary()?,
+    })
+}
+
+fn build_subscribe(u: &mut Unstructured<'_>) -> Result<pb::SubscribeRequest> {
+    use pb::subscribe_request::Msg;
+    let msg = match u.int_in_range(0..=2)? {
+        0 => None,
+        1 => Some(Msg::Start(pb::Start {
+            user_id: user_id(u)?,
+            consumer_id: u.arbitrary()?,
+            types: list(u, 70, |u| u.arbitrary())?,
+            start_from: enum_value(u)?,
+            after_seq: if u.arbitrary()? { 0 } else { u.arbitrary()? },
+            window: u.arbitrary()?,
+            ack_mode: enum_value(u)?,
+        })),
+        _ => Some(Msg::Ack(pb::Ack { seq: u.arbitrary()? })),
+    };
+    Ok(pb::SubscribeRequest { msg })
+}
+
+fn build_list_events(u: &mut Unstructured<'_>) -> Result<pb::ListEventsRequest> {
+    Ok(pb::ListEventsRequest {
+        user_id: user_id(u)?,
+        after_seq: u.arbitrary()?,
+        limit: u.arbitrary()?,
+        types: list(u, 70, |u| u.arbitrary())?,
+    })
+}
+
+fn build_get_cursor(u: &mut Unstructured<'_>) -> Result<pb::GetCursorRequest> {
+    Ok(pb::GetCursorRequest {
+        user_id: user_id(u)?,
+        consumer_id: u.arbitrary()?,
+    })
+}
 
 fn publisher(caller: Option<&Principal>) -> Option<&Principal> {
     authorized(caller, Call::Publish, false).then(|| caller.expect("an authorized publisher"))

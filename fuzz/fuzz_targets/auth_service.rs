@@ -2,8 +2,8 @@
 //!
 //! Input: `[rpc, flags, caller, body...]`. rpc % 2: 0 Login (body = LoginRequest), 1 the
 //! access token of the `authorization` metadata (body = the token text): it is verified
-//! as is, and a token issued to `caller` is verified with the body appended. flags are
-//! unused.
+//! as is, and a token issued to `caller` is verified with the body appended. With the
+//! high bit of rpc, a LoginRequest is built field by field. flags are unused.
 #![no_main]
 
 use std::{sync::OnceLock, time::Duration};
@@ -15,6 +15,7 @@ use activity_hub::{
     users::model::{Role, Roles, Status, User},
 };
 use activity_hub_fuzz::{refused, Input};
+use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use tonic::Code;
@@ -25,13 +26,25 @@ fuzz_target!(|data: &[u8]| {
     };
     match input.rpc % 2 {
         0 => {
-            if let Ok(req) = LoginRequest::decode(input.body) {
+            if let Ok(req) = LoginRequest::decode(&*input.unary(build_login)) {
                 login(req);
             }
         }
         _ => token(&input),
     }
 });
+
+fn build_login(u: &mut Unstructured<'_>) -> Result<LoginRequest> {
+    let identifier = match u.int_in_range(0..=2)? {
+        0 => None,
+        1 => Some(Identifier::Email(u.arbitrary()?)),
+        _ => Some(Identifier::Username(u.arbitrary()?)),
+    };
+    Ok(LoginRequest {
+        identifier,
+        password: u.arbitrary()?,
+    })
+}
 
 fn login(req: LoginRequest) {
     let wire = req.clone();

@@ -61,7 +61,7 @@ struct Batch {
     /// Length of a plain row list to chunk.
     rows: u16,
     /// A wider commit for the notification splitter alone: this many recipients (modulo
-    /// 4096), `id_step` apart from `id_base`, heads from `heads_before`.
+    /// 1024: about six payloads), `id_step` apart from `id_base`, heads from `heads_before`.
     notify_users: u16,
     id_step: u32,
 }
@@ -305,7 +305,7 @@ fn commit(b: &Batch) {
 }
 
 fn wide_notifications(b: &Batch) {
-    let users = u64::from(b.notify_users % 4096);
+    let users = u64::from(b.notify_users % 1024);
     let step = u64::from(b.id_step) + 1;
     let shift = u32::from(b.head_shift % 31);
     let next: HashMap<u64, u64> = (0..users)

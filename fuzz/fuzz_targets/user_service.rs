@@ -3,8 +3,8 @@
 //!
 //! Input: `[rpc, flags, caller, request...]`. rpc % 8: 0 GetUser, 1 DeleteUser,
 //! 2 CreateUser, 3 UpdateUser, 4 ListUsers, 5 StreamUsers, 6 BulkCreateUsers (stream),
-//! 7 UserActivity (stream). flags: bit 0 open sign-up, bit 1 authenticated, bits 2-5 the
-//! caller's roles.
+//! 7 UserActivity (stream); with the high bit, the request is built field by field.
+//! flags: bit 0 open sign-up, bit 1 authenticated, bits 2-5 the caller's roles.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -21,7 +21,10 @@ use activity_hub::{
         validate_changes, validate_new, CreateUser,
     },
 };
-use activity_hub_fuzz::{authorized, principal, refused, stream, Input};
+use activity_hub_fuzz::{
+    authorized, enum_value, list as items, map, principal, refused, stream, user_id, Input,
+};
+use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use tonic::Code;
@@ -34,24 +37,80 @@ fuzz_target!(|data: &[u8]| {
     let caller = principal(input.flags & 2 != 0, &input, input.flags >> 2);
     let caller = caller.as_ref();
     match input.rpc % 8 {
-        0 => get_or_delete(input.body, caller, false),
-        1 => get_or_delete(input.body, caller, true),
+        0 => get_or_delete(&input.unary(build_get), caller, false),
+        1 => get_or_delete(&input.unary(build_get), caller, true),
         2 => {
-            if let Ok(req) = pb::CreateUserRequest::decode(input.body) {
+            if let Ok(req) = pb::CreateUserRequest::decode(&*input.unary(build_create)) {
                 create(req, caller, open_signup);
             }
         }
         3 => {
-            if let Ok(req) = pb::UpdateUserRequest::decode(input.body) {
+            if let Ok(req) = pb::UpdateUserRequest::decode(&*input.unary(build_update)) {
                 update(req, caller);
             }
         }
-        4 => list(input.body, caller, 50),
-        5 => list(input.body, caller, 100),
-        6 => bulk_create(input.body, caller),
-        _ => user_activity(input.body, caller, open_signup),
+        4 => list(&input.unary(build_list), caller, 50),
+        5 => list(&input.unary(build_list), caller, 100),
+        6 => bulk_create(&input.stream(build_create), caller),
+        _ => user_activity(&input.stream(build_activity), caller, open_signup),
     }
 });
+
+fn build_get(u: &mut Unstructured<'_>) -> Result<pb::GetUserRequest> {
+    use pb::get_user_request::Identifier;
+    let identifier = match u.int_in_range(0..=3)? {
+        0 => None,
+        1 => Some(Identifier::UserId(user_id(u)?)),
+        2 => Some(Identifier::Email(u.arbitrary()?)),
+        _ => Some(Identifier::Username(u.arbitrary()?)),
+    };
+    Ok(pb::GetUserRequest { identifier })
+}
+
+fn build_create(u: &mut Unstructured<'_>) -> Result<pb::CreateUserRequest> {
+    Ok(pb::CreateUserRequest {
+        email: u.arbitrary()?,
+        username: u.arbitrary()?,
+        password: u.arbitrary()?,
+        first_name: u.arbitrary()?,
+        last_name: u.arbitrary()?,
+        roles: items(u, 6, enum_value)?,
+    })
+}
+
+fn build_update(u: &mut Unstructured<'_>) -> Result<pb::UpdateUserRequest> {
+    Ok(pb::UpdateUserRequest {
+        user_id: user_id(u)?,
+        username: u.arbitrary()?,
+        first_name: u.arbitrary()?,
+        last_name: u.arbitrary()?,
+        bio: u.arbitrary()?,
+        preferences: map(u, 110)?,
+        status: if u.arbitrary()? {
+            Some(enum_value(u)?)
+        } else {
+            None
+        },
+        avatar_url: u.arbitrary()?,
+    })
+}
+
+fn build_list(u: &mut Unstructured<'_>) -> Result<pb::ListUsersRequest> {
+    Ok(pb::ListUsersRequest {
+        page: u.arbitrary()?,
+        limit: u.arbitrary()?,
+        status: enum_value(u)?,
+        search: u.arbitrary()?,
+        page_token: u.arbitrary()?,
+    })
+}
+
+fn build_activity(u: &mut Unstructured<'_>) -> Result<pb::UserActivityRequest> {
+    Ok(pb::UserActivityRequest {
+        action: enum_value(u)?,
+        user_id: user_id(u)?,
+    })
+}
 
 /// GetUser and DeleteUser (both take a GetUserRequest). The store's answer is played by
 /// the key itself: an id finds that user, a name finds user `len(name)`.

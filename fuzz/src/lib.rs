@@ -6,6 +6,11 @@
 //! server settings (each target documents its bits), and the rest is the request as it
 //! arrives off the wire: one protobuf message for a unary call, length-delimited messages
 //! for a client stream.
+//!
+//! When `rpc` has its high bit set, the rest is instead read field by field (with
+//! `arbitrary`) into the request, which is then encoded and goes the same way. Byte-level
+//! mutation of protobuf rarely keeps a length prefix right, so without this a string one
+//! character past a limit is hard to reach; with it the fuzzer sets lengths directly.
 
 use activity_hub::{
     auth::{
@@ -15,6 +20,9 @@ use activity_hub::{
     error::ApiError,
     users::model::{Role, Roles},
 };
+use std::{borrow::Cow, collections::HashMap};
+
+use arbitrary::{Result, Unstructured};
 use prost::Message;
 use tonic::Code;
 
@@ -46,6 +54,37 @@ impl<'a> Input<'a> {
             }),
             _ => None,
         }
+    }
+
+    /// Whether the body is read field by field (see the crate docs).
+    pub fn structured(&self) -> bool {
+        self.rpc & 0x80 != 0
+    }
+
+    /// The bytes of one request: the body, or a message built from it and encoded.
+    pub fn unary<M: Message>(&self, build: fn(&mut Unstructured<'a>) -> Result<M>) -> Cow<'a, [u8]> {
+        if !self.structured() {
+            return Cow::Borrowed(self.body);
+        }
+        let mut u = Unstructured::new(self.body);
+        Cow::Owned(build(&mut u).map(|m| m.encode_to_vec()).unwrap_or_default())
+    }
+
+    /// The bytes of a client stream: the body, or messages built from it and encoded
+    /// length-delimited.
+    pub fn stream<M: Message>(&self, build: fn(&mut Unstructured<'a>) -> Result<M>) -> Cow<'a, [u8]> {
+        if !self.structured() {
+            return Cow::Borrowed(self.body);
+        }
+        let mut u = Unstructured::new(self.body);
+        let mut out = Vec::new();
+        while !u.is_empty() {
+            match build(&mut u) {
+                Ok(m) => m.encode_length_delimited(&mut out).expect("a Vec grows"),
+                Err(_) => break,
+            }
+        }
+        Cow::Owned(out)
     }
 
     /// The caller's user id: never 0 (tokens name existing users).
@@ -156,4 +195,41 @@ pub fn authorized(caller: Option<&Principal>, call: Call, open_signup: bool) -> 
             false
         }
     }
+}
+
+/// An enum field: mostly a small number (the defined values and a few past them),
+/// sometimes any `i32`.
+pub fn enum_value(u: &mut Unstructured<'_>) -> Result<i32> {
+    let b: u8 = u.arbitrary()?;
+    if b < 0xf0 {
+        Ok(i32::from(b % 8))
+    } else {
+        u.arbitrary()
+    }
+}
+
+/// A user id: mostly small (so it can match the caller), sometimes any `u64`.
+pub fn user_id(u: &mut Unstructured<'_>) -> Result<u64> {
+    let b: u8 = u.arbitrary()?;
+    if b < 0xf0 {
+        Ok(u64::from(b % 16))
+    } else {
+        u.arbitrary()
+    }
+}
+
+/// Up to `max` items built by `item`.
+pub fn list<'a, T>(
+    u: &mut Unstructured<'a>,
+    max: usize,
+    mut item: impl FnMut(&mut Unstructured<'a>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let n = u.int_in_range(0..=max)?;
+    (0..n).map(|_| item(u)).collect()
+}
+
+/// A string map of up to `max` entries.
+pub fn map(u: &mut Unstructured<'_>, max: usize) -> Result<HashMap<String, String>> {
+    let n = u.int_in_range(0..=max)?;
+    (0..n).map(|_| Ok((u.arbitrary()?, u.arbitrary()?))).collect()
 }
