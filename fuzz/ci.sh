@@ -35,7 +35,8 @@ for t in $(cargo fuzz list); do
   [ -d "fuzz/seeds/$t" ] && seeds=("fuzz/seeds/$t")
   if ! cargo fuzz run --target-dir "$target_dir" "$t" "fuzz/corpus/$t" "${seeds[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -print_final_stats=1 2>"fuzz/$t.log"; then
-    tail -n 60 "fuzz/$t.log" >&2
+    grep -m1 -A12 'panicked at' "fuzz/$t.log" >&2 || true
+    tail -n 40 "fuzz/$t.log" >&2
     echo "fuzz target $t failed; the input is in fuzz/artifacts/$t/" >&2
     exit 1
   fi
