@@ -238,6 +238,11 @@ impl State {
                         StoreError::Full(_) => ApiError::ResourceExhausted(
                             "the store is full; nothing was stored; retry later".into(),
                         ),
+                        StoreError::CommitUnknown(_) => ApiError::Unavailable(
+                            "the store went away during the commit: whether these publishes were \
+                             stored is unknown; retry with the same idempotency_key"
+                                .into(),
+                        ),
                         _ => ApiError::Unavailable("the commit failed; nothing was stored; retry".into()),
                     };
                     for reply in replies {
