@@ -363,6 +363,88 @@ async fn set_full(b: Backend, s: &TestServer, pg: Option<&sqlx::PgPool>, full: b
     }
 }
 
+/// Publishers and a resuming subscriber running against a server while a test injects a
+/// fault, and the checks once it has cleared.
+struct Load {
+    admin: String,
+    recipients: Vec<u64>,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<()>>,
+    watch_stop: Arc<AtomicBool>,
+    reader: JoinHandle<()>,
+    log: WatchLog,
+}
+
+impl Load {
+    /// Eight recipients named `prefix*`, six publishers, a subscriber to the first
+    /// recipient; returns once 200 publishes were acknowledged.
+    async fn start(s: &TestServer, prefix: &str) -> Load {
+        let admin = s.admin_token().await;
+        let recipients = bulk_users(s, &admin, prefix, 8).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let watch_stop = Arc::new(AtomicBool::new(false));
+        let (reader, log) = watcher(&s.channel, &admin, recipients[0], &watch_stop);
+        let ledger = Arc::new(Ledger::default());
+        let tasks = publishers(&s.channel, &admin, &recipients, 6, &stop, &ledger);
+        acked_beyond(&ledger, 0, 200, "before the fault").await;
+        Load {
+            admin,
+            recipients,
+            ledger,
+            stop,
+            tasks,
+            watch_stop,
+            reader,
+            log,
+        }
+    }
+
+    /// After the fault cleared: publishing works again (200 more acknowledged) and health
+    /// is SERVING; then every promise is checked, live and after a restart on `db`.
+    async fn finish(self, s: TestServer, db: &TestDb, what: &str) {
+        let Load {
+            admin,
+            recipients,
+            ledger,
+            stop,
+            tasks,
+            watch_stop,
+            reader,
+            log,
+        } = self;
+        let acked = ledger.acked();
+        acked_beyond(&ledger, acked, 200, what).await;
+        health_becomes(&s.channel, ServingStatus::Serving, what).await;
+        stop_all(&stop, tasks).await;
+
+        verify(&s.channel, &admin, &recipients, &ledger, "live").await;
+        let (stored, head) = history(&s.channel, &admin, recipients[0]).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while (log.lock().unwrap().len() as u64) < head {
+            if reader.is_finished() {
+                reader.await.expect("the subscriber task");
+                panic!("the subscriber stopped early");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the subscriber did not catch up to {head}: it has {:?}",
+                log.lock().unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        verify_watched(&log.lock().unwrap(), &stored, "subscriber");
+        watch_stop.store(true, Ordering::Relaxed);
+        reader.await.unwrap();
+        s.stop().await;
+
+        let s = TestServer::start(db, &[]).await;
+        let admin = s.admin_token().await;
+        verify(&s.channel, &admin, &recipients, &ledger, "after a restart").await;
+        s.stop().await;
+    }
+}
+
 crate::dual!(a_full_store_loses_nothing_acknowledged);
 
 async fn a_full_store_loses_nothing_acknowledged(b: Backend) {
@@ -372,17 +454,10 @@ async fn a_full_store_loses_nothing_acknowledged(b: Backend) {
         Backend::Postgres => Some(pg_commit_fault(&db).await),
         Backend::Sqlite => None,
     };
-    let admin = s.admin_token().await;
-    let recipients = bulk_users(&s, &admin, "full", 8).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let watch_stop = Arc::new(AtomicBool::new(false));
-    let (reader, log) = watcher(&s.channel, &admin, recipients[0], &watch_stop);
-    let ledger = Arc::new(Ledger::default());
-    let tasks = publishers(&s.channel, &admin, &recipients, 6, &stop, &ledger);
-
-    acked_beyond(&ledger, 0, 200, "before the fault").await;
+    let load = Load::start(&s, "full").await;
+    let ledger = &load.ledger;
     set_full(b, &s, pg.as_ref(), true).await;
-    failed_beyond(&ledger, 0, 20, "store full").await;
+    failed_beyond(ledger, 0, 20, "store full").await;
     assert!(
         ledger.failed_with(Code::ResourceExhausted) > 0,
         "a full store answers RESOURCE_EXHAUSTED: {:?}",
@@ -391,7 +466,7 @@ async fn a_full_store_loses_nothing_acknowledged(b: Backend) {
     health_becomes(&s.channel, ServingStatus::NotServing, "store full").await;
     // Still full: failures go on, and the health stays NOT_SERVING across probes.
     let failed = ledger.failed();
-    failed_beyond(&ledger, failed, 20, "still full").await;
+    failed_beyond(ledger, failed, 20, "still full").await;
     assert_eq!(
         health(&s.channel).await,
         ServingStatus::NotServing as i32,
@@ -399,35 +474,7 @@ async fn a_full_store_loses_nothing_acknowledged(b: Backend) {
     );
 
     set_full(b, &s, pg.as_ref(), false).await;
-    let acked = ledger.acked();
-    acked_beyond(&ledger, acked, 200, "after space was freed").await;
-    health_becomes(&s.channel, ServingStatus::Serving, "after space was freed").await;
-    stop_all(&stop, tasks).await;
-
-    verify(&s.channel, &admin, &recipients, &ledger, "live").await;
-    let (stored, head) = history(&s.channel, &admin, recipients[0]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while (log.lock().unwrap().len() as u64) < head {
-        if reader.is_finished() {
-            reader.await.expect("the subscriber task");
-            panic!("the subscriber stopped early");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the subscriber did not catch up to {head}: it has {:?}",
-            log.lock().unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    verify_watched(&log.lock().unwrap(), &stored, "subscriber");
-
-    watch_stop.store(true, Ordering::Relaxed);
-    reader.await.unwrap();
-    s.stop().await;
-    let s = TestServer::start(&db, &[]).await;
-    let admin = s.admin_token().await;
-    verify(&s.channel, &admin, &recipients, &ledger, "after a restart").await;
-    s.stop().await;
+    load.finish(s, &db, "after space was freed").await;
 }
 
 /// A TCP proxy in front of PostgreSQL that the test can cut (close every connection) and
@@ -517,14 +564,8 @@ async fn a_store_that_goes_away_fails_fast_and_recovers(b: Backend) {
             .map_or(db.url.clone(), |p| via_port(&db.url, p.port)),
     );
     let s = TestServer::start(&hub_db, &[]).await;
-    let admin = s.admin_token().await;
-    let recipients = bulk_users(&s, &admin, "away", 8).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let watch_stop = Arc::new(AtomicBool::new(false));
-    let (reader, log) = watcher(&s.channel, &admin, recipients[0], &watch_stop);
-    let ledger = Arc::new(Ledger::default());
-    let tasks = publishers(&s.channel, &admin, &recipients, 6, &stop, &ledger);
-    acked_beyond(&ledger, 0, 200, "before the fault").await;
+    let load = Load::start(&s, "away").await;
+    let ledger = &load.ledger;
 
     if let Some(p) = proxy.as_mut() {
         // Killed connections, several times under load: the batches in flight fail whole
@@ -561,7 +602,7 @@ async fn a_store_that_goes_away_fails_fast_and_recovers(b: Backend) {
         }
     }
     let failed = ledger.failed();
-    failed_beyond(&ledger, failed, 12, "store away").await;
+    failed_beyond(ledger, failed, 12, "store away").await;
     health_becomes(&s.channel, ServingStatus::NotServing, "store away").await;
     // Publishers set a 5 s deadline: the store's 1 s acquire timeout answers first.
     assert!(
@@ -581,35 +622,7 @@ async fn a_store_that_goes_away_fails_fast_and_recovers(b: Backend) {
             drop(c);
         }
     }
-    let acked = ledger.acked();
-    acked_beyond(&ledger, acked, 200, "after the store came back").await;
-    health_becomes(&s.channel, ServingStatus::Serving, "after the store came back").await;
-    stop_all(&stop, tasks).await;
-
-    verify(&s.channel, &admin, &recipients, &ledger, "live").await;
-    let (stored, head) = history(&s.channel, &admin, recipients[0]).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while (log.lock().unwrap().len() as u64) < head {
-        if reader.is_finished() {
-            reader.await.expect("the subscriber task");
-            panic!("the subscriber stopped early");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the subscriber did not catch up to {head}: it has {:?}",
-            log.lock().unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    verify_watched(&log.lock().unwrap(), &stored, "subscriber");
-    watch_stop.store(true, Ordering::Relaxed);
-    reader.await.unwrap();
-    s.stop().await;
-
-    let s = TestServer::start(&db, &[]).await;
-    let admin = s.admin_token().await;
-    verify(&s.channel, &admin, &recipients, &ledger, "after a restart").await;
-    s.stop().await;
+    load.finish(s, &db, "after the store came back").await;
 }
 
 crate::dual!(retention_every_100ms_fails_no_publish);
