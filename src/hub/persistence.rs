@@ -234,7 +234,7 @@ impl State {
                     // with the error and none of it reaches a subscriber.
                     tracing::warn!(error = %e, publishes = items.len(), acks = acks.len(), "commit failed");
                     super::metrics::commit_failed();
-                    let err = match e {
+                    let answer = || match e {
                         StoreError::Full(_) => ApiError::ResourceExhausted(
                             "the store is full; nothing was stored; retry later".into(),
                         ),
@@ -246,7 +246,7 @@ impl State {
                         _ => ApiError::Unavailable("the commit failed; nothing was stored; retry".into()),
                     };
                     for reply in replies {
-                        let _ = reply.send(Err(err.same()));
+                        let _ = reply.send(Err(answer()));
                     }
                     // Acks are retried with the next commit, after a pause so a store
                     // outage does not turn into a busy loop.
