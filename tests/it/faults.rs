@@ -575,7 +575,7 @@ async fn a_store_that_goes_away_fails_fast_and_recovers(b: Backend) {
             p.up().await;
             let acked = ledger.acked();
             acked_beyond(
-                &ledger,
+                ledger,
                 acked,
                 50,
                 &format!("after killed connections, round {round}"),
