@@ -477,6 +477,75 @@ async fn a_full_store_loses_nothing_acknowledged(b: Backend) {
     load.finish(s, &db, "after space was freed").await;
 }
 
+/// A small tmpfs mounted for one test (unmounted on drop): a real disk that fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (and the reason) where mounting is not allowed, e.g. not root.
+    fn mount(mib: u32) -> Result<SmallDisk, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(SmallDisk { dir })
+    }
+
+    /// Writes a file until the disk is full; removing it frees the space again.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// The reporter's case itself: the SQLite file on a filesystem that really fills up
+/// (commits fail with `SQLITE_FULL` as the WAL cannot grow), then space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_nothing_acknowledged() {
+    let disk = match SmallDisk::mount(16) {
+        Ok(d) => d,
+        Err(why) => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: faults::a_full_disk_loses_nothing_acknowledged (cannot mount a tmpfs: {why})"
+            );
+            return;
+        }
+    };
+    let db = TestDb::at(format!("sqlite://{}", disk.dir.path().join("hub.db").display()));
+    let s = TestServer::start(&db, &[]).await;
+    let load = Load::start(&s, "disk").await;
+    let ledger = &load.ledger;
+    let filler = disk.fill();
+    failed_beyond(ledger, 0, 20, "disk full").await;
+    assert!(
+        ledger.failed_with(Code::ResourceExhausted) > 0,
+        "a full disk answers RESOURCE_EXHAUSTED: {:?}",
+        ledger.failed.lock().unwrap()
+    );
+    health_becomes(&s.channel, ServingStatus::NotServing, "disk full").await;
+    std::fs::remove_file(filler).expect("free the space");
+    load.finish(s, &db, "after space was freed").await;
+}
+
 /// A TCP proxy in front of PostgreSQL that the test can cut (close every connection) and
 /// take down (refuse new connections) and bring back on the same port.
 struct PgProxy {
