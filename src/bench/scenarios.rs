@@ -405,7 +405,8 @@ struct Seen {
     done_at: Option<Instant>,
 }
 
-/// Reads `sub` until it has seen seq `until` (or `stall` passes with nothing new):
+/// Reads `sub` until it has seen seq `until` (or `stall` passes with no new event;
+/// heartbeats do not count as progress):
 /// checks order and gaps from `resume_after`, records publish -> deliver latency from
 /// the payload stamps, and acks every `ack_every` events when asked.
 async fn read_until(
@@ -427,8 +428,9 @@ async fn read_until(
         error: None,
         done_at: None,
     };
+    let mut deadline = tokio::time::Instant::now() + stall;
     while s.last < until {
-        let msg = match tokio::time::timeout(stall, s.sub.rx.message()).await {
+        let msg = match tokio::time::timeout_at(deadline, s.sub.rx.message()).await {
             Ok(Ok(Some(m))) => m,
             Ok(Ok(None)) => {
                 s.error = Some(format!("user {}: the stream ended at seq {}", s.sub.user, s.last));
@@ -455,6 +457,7 @@ async fn read_until(
         }
         s.lost += e.seq - s.last - 1;
         s.last = e.seq;
+        deadline = tokio::time::Instant::now() + stall;
         s.got += 1;
         delivered.fetch_add(1, Ordering::Relaxed);
         if let Some(sent) = stamp_of(&e.payload) {
