@@ -121,9 +121,24 @@ pub struct ServeConfig {
     #[arg(long, env = "HUB_PASSWORD_HASH_ITERATIONS", default_value_t = OWASP_ITERATIONS)]
     pub password_hash_iterations: u32,
 
-    /// Most pooled store connections (on PostgreSQL one of them is held for LISTEN).
+    /// Most pooled store connections. On SQLite one of them is the writer, which every
+    /// write goes through, and the rest serve reads (at least one); on PostgreSQL one is
+    /// held for LISTEN.
     #[arg(long, env = "HUB_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// How long a call waits for the store (a free connection, a reconnect to a
+    /// PostgreSQL that is down, SQLite's write lock held by another process) before it
+    /// answers UNAVAILABLE. Keep it below your clients' deadlines so they see a prompt
+    /// UNAVAILABLE rather than DEADLINE_EXCEEDED while the store is away.
+    #[arg(long, env = "HUB_DB_ACQUIRE_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
+
+    /// SQLite's page caches, all connections together, in MiB: half for the writer, half
+    /// shared by the readers. The store's whole cache budget; ignored on PostgreSQL,
+    /// whose cache is the database server's.
+    #[arg(long, env = "HUB_DB_CACHE_MIB", default_value_t = 64)]
+    pub db_cache_mib: u64,
 
     /// How long a graceful shutdown waits for calls to finish before closing anyway.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -331,6 +346,15 @@ impl ServeConfig {
                 "--db-max-connections (HUB_DB_MAX_CONNECTIONS)",
                 "must be at least 1",
             );
+        }
+        if self.db_acquire_timeout < Duration::from_millis(10) {
+            return err(
+                "--db-acquire-timeout (HUB_DB_ACQUIRE_TIMEOUT)",
+                "must be at least 10ms",
+            );
+        }
+        if self.db_cache_mib < 2 {
+            return err("--db-cache-mib (HUB_DB_CACHE_MIB)", "must be at least 2");
         }
         if crate::store::Backend::of_url(&self.database_url) == crate::store::Backend::Postgres
             && self.db_max_connections < 2

@@ -99,6 +99,14 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %src, "store unavailable");
                 ApiError::Unavailable("the store is unavailable; retry later".into())
             }
+            StoreError::CommitUnknown(src) => {
+                tracing::warn!(error = %src, "store went away during a commit");
+                ApiError::Unavailable("the store went away during the write; its outcome is unknown".into())
+            }
+            StoreError::Full(src) => {
+                tracing::warn!(error = %src, "store full");
+                ApiError::ResourceExhausted("the store is full; retry once space is freed".into())
+            }
             other => ApiError::Internal(Box::new(other)),
         }
     }

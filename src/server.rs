@@ -26,7 +26,7 @@ use crate::{
         auth::v1::auth_service_server::AuthServiceServer, user::v1::user_service_server::UserServiceServer,
     },
     rpc::{MethodTable, RpcLayer, RpcOptions},
-    store::{Backend, Store, StoreError, StoreOptions},
+    store::{Backend, Store, StoreError, StoreOptions, WriteHealth},
     users::{
         cache::UserCache,
         model::{Role, Roles},
@@ -89,11 +89,13 @@ impl App {
     /// first admin when asked.
     pub async fn build(config: ServeConfig) -> Result<App, ServerError> {
         config.validate()?;
+        crate::memory::give_back_freed_memory();
         crate::hub::metrics::register();
         let store = Store::connect(&StoreOptions {
             url: config.database_url.clone(),
             max_connections: config.db_max_connections,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: config.db_acquire_timeout,
+            cache_kib: config.db_cache_mib.saturating_mul(1024),
         })
         .await?;
         let secret = match &config.auth_secret {
@@ -233,16 +235,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let names = [
-        "",
-        "user.v1.UserService",
-        "auth.v1.AuthService",
-        "activity.v1.ActivityService",
-    ];
-    for name in names {
-        health.set_service_status(name, ServingStatus::Serving).await;
-    }
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Arc::new(Health {
+        reporter,
+        stopping: tokio::sync::Mutex::new(false),
+    });
+    health.set(ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -255,14 +253,18 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     let streams = app.streams_shutdown.clone();
     let stopping = CancellationToken::new();
+    let watchdog = tokio::spawn(store_watchdog(
+        app.store.clone(),
+        health.clone(),
+        stopping.clone(),
+    ));
     let signal = {
         let stopping = stopping.clone();
+        let health = health.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, ending open streams, draining calls");
-            for name in names {
-                health.set_service_status(name, ServingStatus::NotServing).await;
-            }
+            health.stop().await;
             streams.cancel();
             stopping.cancel();
         }
@@ -326,6 +328,7 @@ pub async fn serve(
     // it Nagle's algorithm and delayed ACKs cost unary calls about 3x in throughput.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let serving = router.serve_with_incoming_shutdown(incoming, signal);
+    let _watchdog = AbortOnDrop(watchdog);
     let result = tokio::select! {
         r = serving => r.map_err(ServerError::from),
         _ = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
@@ -369,6 +372,101 @@ fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+/// The health service's statuses: SERVING while the server runs and its store can write,
+/// NOT_SERVING while store writes fail and from the start of shutdown on (for good).
+struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    /// Set once shutdown begins; guarded so the watchdog can never mark a stopping
+    /// server SERVING again.
+    stopping: tokio::sync::Mutex<bool>,
+}
+
+impl Health {
+    const NAMES: [&'static str; 4] = [
+        "",
+        "user.v1.UserService",
+        "auth.v1.AuthService",
+        "activity.v1.ActivityService",
+    ];
+
+    async fn set(&self, status: ServingStatus) {
+        let stopping = self.stopping.lock().await;
+        if !*stopping {
+            for name in Self::NAMES {
+                self.reporter.set_service_status(name, status).await;
+            }
+        }
+    }
+
+    async fn stop(&self) {
+        let mut stopping = self.stopping.lock().await;
+        *stopping = true;
+        for name in Self::NAMES {
+            self.reporter
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+    }
+}
+
+/// How often the watchdog checks that a healthy store is still reachable.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the watchdog tries a write while the store's writes fail.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Follows whether the store can write: NOT_SERVING as soon as a write fails for lack of
+/// space or connection (or a ping every [`PING_INTERVAL`] finds it unreachable), and, while it does, a probe write every [`PROBE_INTERVAL`], so
+/// the server turns SERVING again by itself within about a second of the cause going
+/// away, traffic or not.
+async fn store_watchdog(store: Store, health: Arc<Health>, stopping: CancellationToken) {
+    let mut writes = store.write_health();
+    loop {
+        let now = *writes.borrow_and_update();
+        if now == WriteHealth::Ok {
+            health.set(ServingStatus::Serving).await;
+            tokio::select! {
+                _ = stopping.cancelled() => return,
+                changed = writes.changed() => if changed.is_err() { return },
+                // A store that went away is noticed even while nothing writes.
+                _ = tokio::time::sleep(PING_INTERVAL) => {
+                    if let Err(e) = store.ping().await {
+                        tracing::debug!(error = %e, "store ping failed");
+                    }
+                }
+            }
+        } else {
+            tracing::warn!(store = ?now, "store writes fail: health NOT_SERVING until a write succeeds");
+            health.set(ServingStatus::NotServing).await;
+            loop {
+                tokio::select! {
+                    _ = stopping.cancelled() => return,
+                    _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                }
+                match store.probe().await {
+                    Ok(()) => {
+                        tracing::info!("store writes work again: health SERVING");
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "store write probe failed"),
+                }
+                if *writes.borrow() == WriteHealth::Ok {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Aborts a background task when the server's serve call ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

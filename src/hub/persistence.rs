@@ -16,7 +16,9 @@ use crate::{
     error::ApiError,
     store::{
         events::{AckRecord, NewEvent, PublishOutcome, RetentionPolicy},
-        now_micros, Store, StoreError,
+        now_micros,
+        plan::close_batch,
+        Store, StoreError,
     },
 };
 
@@ -182,15 +184,11 @@ impl State {
         self.committing = true;
         // Close the batch at the configured count or at BATCH_BYTES of payload, whichever
         // comes first (always at least one publish).
-        let mut n = 0;
-        let mut bytes = 0;
-        for (ev, _) in &self.queue {
-            if n == self.args.config.publish_batch_max || (n > 0 && bytes + ev.payload.len() > BATCH_BYTES) {
-                break;
-            }
-            bytes += ev.payload.len();
-            n += 1;
-        }
+        let n = close_batch(
+            self.queue.iter().map(|(ev, _)| ev.payload.len()),
+            self.args.config.publish_batch_max,
+            BATCH_BYTES,
+        );
         let batch: Vec<(Arc<NewEvent>, Reply)> = self.queue.drain(..n).collect();
         let acks: Vec<AckRecord> = std::mem::take(&mut self.acks)
             .into_iter()
@@ -231,16 +229,24 @@ impl State {
                     }
                 }
                 Err(e) => {
+                    // Nothing of the batch was committed (the store rolled it back and
+                    // its connection was discarded), so every publish in it is answered
+                    // with the error and none of it reaches a subscriber.
                     tracing::warn!(error = %e, publishes = items.len(), acks = acks.len(), "commit failed");
                     super::metrics::commit_failed();
-                    let unavailable = matches!(e, StoreError::Unavailable(_));
+                    let answer = || match e {
+                        StoreError::Full(_) => ApiError::ResourceExhausted(
+                            "the store is full; nothing was stored; retry later".into(),
+                        ),
+                        StoreError::CommitUnknown(_) => ApiError::Unavailable(
+                            "the store went away during the commit: whether these publishes were \
+                             stored is unknown; retry with the same idempotency_key"
+                                .into(),
+                        ),
+                        _ => ApiError::Unavailable("the commit failed; nothing was stored; retry".into()),
+                    };
                     for reply in replies {
-                        let err = if unavailable {
-                            ApiError::Unavailable("the store is unavailable; retry".into())
-                        } else {
-                            ApiError::Internal(format!("commit failed: {e}").into())
-                        };
-                        let _ = reply.send(Err(err));
+                        let _ = reply.send(Err(answer()));
                     }
                     // Acks are retried with the next commit, after a pause so a store
                     // outage does not turn into a busy loop.

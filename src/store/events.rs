@@ -1,9 +1,10 @@
 //! The activity log: batched publish commits, history pages, cursors and retention.
 //!
 //! [`Store::commit_batch`] is the only writer of `events`, `inbox`, `heads` and `cursors`
-//! and is called by the persistence actor alone, one batch at a time per server. All the
-//! multi-row statements are built with `QueryBuilder`, which emits each engine's own
-//! placeholders, in chunks below both engines' bind-parameter limits.
+//! and is called by the persistence actor alone, one batch at a time per server, on the
+//! store's writer inside a [`WriteConn`]: a batch commits whole or leaves no trace. All
+//! the multi-row statements are built with `QueryBuilder`, which emits each engine's own
+//! placeholders, in chunks below both engines' bind-parameter limits (see [`super::plan`]).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -13,10 +14,11 @@ use std::{
 use bytes::Bytes;
 use sqlx::QueryBuilder;
 
-use super::{dispatch, Backend, Db, Store, StoreError, StoreResult};
-
-/// Rows per multi-row INSERT: 7 columns x 1000 stays under SQLite's 32766 binds.
-const CHUNK: usize = 1000;
+use super::{
+    dispatch,
+    plan::{assign_seqs, first_seqs, heads_notifications, recipient_counts, sized_chunks},
+    Backend, Db, Store, StoreError, StoreResult, WriteConn,
+};
 
 /// A validated publish, ready to commit.
 #[derive(Debug)]
@@ -177,8 +179,11 @@ impl Store {
         origin: &str,
     ) -> StoreResult<Vec<PublishOutcome>> {
         let shared = self.backend() == Backend::Postgres;
-        dispatch!(&self.db, p => {
-            let mut tx = p.begin().await?;
+        let channel = self.notify_channel.clone();
+        // The body is an async block so that `?` ends the transaction, not the function:
+        // its result passes through `track` either way.
+        let r = dispatch!(&self.writer, p => async {
+            let mut tx = WriteConn::begin(p).await?;
             let mut outcomes: Vec<Option<PublishOutcome>> = (0..items.len()).map(|_| None).collect();
 
             // 1. Idempotency: keys seen earlier (within the window) or earlier in this batch.
@@ -281,16 +286,11 @@ impl Store {
 
             // 4. Assign seqs: bump each recipient's head once for the whole batch, in
             //    ascending recipient order (a fixed lock order across servers).
-            let mut counts: BTreeMap<u64, i64> = BTreeMap::new();
-            for (i, it) in items.iter().enumerate() {
-                if outcomes[i].is_none() && dup_of[i].is_none() {
-                    for r in &it.recipients {
-                        *counts.entry(*r).or_default() += 1;
-                    }
-                }
-            }
-            let counts: Vec<(u64, i64)> = counts.into_iter().collect();
-            let mut next: HashMap<u64, u64> = HashMap::with_capacity(counts.len());
+            let fresh: Vec<usize> = (0..items.len())
+                .filter(|&i| outcomes[i].is_none() && dup_of[i].is_none())
+                .collect();
+            let counts = recipient_counts(fresh.iter().map(|&i| items[i].recipients.as_slice()));
+            let mut heads: Vec<(u64, i64)> = Vec::with_capacity(counts.len());
             for chunk in sized_chunks(&counts) {
                 let mut q = QueryBuilder::new("INSERT INTO heads (user_id, head_seq) ");
                 q.push_values(chunk, |mut b, (u, n)| {
@@ -301,29 +301,16 @@ impl Store {
                      RETURNING user_id, head_seq",
                 );
                 let rows: Vec<(i64, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                let by_user: HashMap<u64, i64> = chunk.iter().map(|(u, n)| (*u, *n)).collect();
-                for (u, head) in rows {
-                    let n = by_user.get(&(u as u64)).copied().unwrap_or(0);
-                    next.insert(u as u64, (head - n + 1) as u64);
-                }
+                heads.extend(rows.into_iter().map(|(u, h)| (u as u64, h)));
             }
+            let mut next = first_seqs(&counts, &heads).map_err(StoreError::Corrupt)?;
+            let planned = assign_seqs(fresh.iter().map(|&i| items[i].recipients.as_slice()), &mut next)
+                .map_err(StoreError::Corrupt)?;
 
             // 5. Event bodies and deliveries.
-            let mut bodies: Vec<(usize, Committed)> = Vec::new();
-            for (i, it) in items.iter().enumerate() {
-                if outcomes[i].is_some() || dup_of[i].is_some() {
-                    continue;
-                }
-                let deliveries: Vec<(u64, u64)> = it
-                    .recipients
-                    .iter()
-                    .map(|r| {
-                        let s = next.get_mut(r).expect("head bumped for every recipient");
-                        let seq = *s;
-                        *s += 1;
-                        (*r, seq)
-                    })
-                    .collect();
+            let mut bodies: Vec<(usize, Committed)> = Vec::with_capacity(fresh.len());
+            for (&i, deliveries) in fresh.iter().zip(planned) {
+                let it = &items[i];
                 let body = Arc::new(EventBody {
                     event_id: event_id_at(now),
                     event_type: it.event_type.clone(),
@@ -399,40 +386,102 @@ impl Store {
             if shared && !next.is_empty() {
                 for payload in heads_notifications(origin, &next) {
                     sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(NOTIFY_CHANNEL)
+                        .bind(channel.as_ref())
                         .bind(payload)
                         .execute(&mut *tx)
                         .await?;
                 }
             }
 
-            tx.commit().await?;
-
-            for (i, (body, deliveries)) in bodies {
-                outcomes[i] = Some(PublishOutcome::Committed { body, deliveries });
-            }
-            let mut out = Vec::with_capacity(items.len());
-            for i in 0..items.len() {
-                let o = match (outcomes[i].take(), dup_of[i]) {
-                    (Some(o), _) => o,
-                    (None, Some(first)) => match &out.get(first) {
-                        Some(PublishOutcome::Committed { body, deliveries }) => PublishOutcome::Duplicate {
-                            event_id: body.event_id.clone(),
-                            deliveries: deliveries.clone(),
-                        },
-                        Some(PublishOutcome::Duplicate { event_id, deliveries }) => PublishOutcome::Duplicate {
-                            event_id: event_id.clone(),
-                            deliveries: deliveries.clone(),
-                        },
-                        Some(PublishOutcome::MissingRecipient(r)) => PublishOutcome::MissingRecipient(*r),
-                        None => return Err(StoreError::Corrupt("duplicate before its original".into())),
+            let commit = tx.commit().await;
+            Ok::<_, StoreError>((outcomes, dup_of, bodies, commit))
+        }.await);
+        let r = match r {
+            Ok((outcomes, dup_of, bodies, Ok(()))) => Ok((outcomes, dup_of, bodies)),
+            Ok((outcomes, dup_of, bodies, Err(StoreError::CommitUnknown(e)))) => {
+                // Ask the store whether the batch's first event is there: all of the batch
+                // or none of it is.
+                let first = bodies
+                    .first()
+                    .and_then(|(_, (body, d))| Some((body.event_id.clone(), d.first()?.0)));
+                match first {
+                    Some((id, user)) => match self.batch_committed(&id, user).await {
+                        Some(true) => {
+                            tracing::warn!(error = %e, "connection lost during commit; the batch was committed");
+                            Ok((outcomes, dup_of, bodies))
+                        }
+                        Some(false) => Err(StoreError::Unavailable(e)),
+                        None => Err(StoreError::CommitUnknown(e)),
                     },
-                    (None, None) => return Err(StoreError::Corrupt("publish without outcome".into())),
-                };
-                out.push(o);
+                    None => Err(StoreError::Unavailable(e)),
+                }
             }
-            Ok(out)
-        })
+            Ok((_, _, _, Err(e))) | Err(e) => Err(e),
+        };
+        let (mut outcomes, dup_of, bodies) = self.track(r)?;
+        for (i, (body, deliveries)) in bodies {
+            outcomes[i] = Some(PublishOutcome::Committed { body, deliveries });
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for i in 0..items.len() {
+            let o = match (outcomes[i].take(), dup_of[i]) {
+                (Some(o), _) => o,
+                (None, Some(first)) => match &out.get(first) {
+                    Some(PublishOutcome::Committed { body, deliveries }) => PublishOutcome::Duplicate {
+                        event_id: body.event_id.clone(),
+                        deliveries: deliveries.clone(),
+                    },
+                    Some(PublishOutcome::Duplicate { event_id, deliveries }) => PublishOutcome::Duplicate {
+                        event_id: event_id.clone(),
+                        deliveries: deliveries.clone(),
+                    },
+                    Some(PublishOutcome::MissingRecipient(r)) => PublishOutcome::MissingRecipient(*r),
+                    None => return Err(StoreError::Corrupt("duplicate before its original".into())),
+                },
+                (None, None) => return Err(StoreError::Corrupt("publish without outcome".into())),
+            };
+            out.push(o);
+        }
+        Ok(out)
+    }
+
+    /// Whether the batch holding `event_id` (one of whose recipients is `user_id`) was
+    /// committed, asking until the store answers or the verify window passes (`None`:
+    /// still unknown). PostgreSQL finishes a COMMIT whose client went away, so the check
+    /// first waits for that transaction to end: it held the recipient's `heads` row lock.
+    async fn batch_committed(&self, event_id: &str, user_id: u64) -> Option<bool> {
+        let Db::Postgres(pool) = &self.db else {
+            return Some(false);
+        };
+        let deadline = tokio::time::Instant::now() + self.verify_window;
+        let lock_ms = self.verify_window.as_millis().max(100);
+        loop {
+            let r: StoreResult<bool> = async {
+                let mut tx = WriteConn::begin(pool).await?;
+                sqlx::query(&format!("SET LOCAL lock_timeout = '{lock_ms}ms'"))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("SELECT head_seq FROM heads WHERE user_id = $1 FOR SHARE")
+                    .bind(user_id as i64)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM events WHERE event_id = $1")
+                    .bind(event_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(found.is_some())
+            }
+            .await;
+            match r {
+                Ok(found) => return Some(found),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(error = %e, "could not learn whether a commit happened");
+                    return None;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// The recipient's newest seq (0 when nothing was ever published to them).
@@ -504,8 +553,9 @@ impl Store {
                 dispatch!(&self.db, p => sqlx::query_as(sql).bind(max as i64).fetch_all(p).await)?;
             for (user, head) in over {
                 let sql = "DELETE FROM inbox WHERE user_id = $1 AND seq <= $2";
-                let n = dispatch!(&self.db, p => sqlx::query(sql).bind(user).bind(head - max as i64)
-                    .execute(p).await.map(|r| r.rows_affected()))?;
+                let n = dispatch!(&self.writer, p => sqlx::query(sql).bind(user).bind(head - max as i64)
+                    .execute(p).await.map(|r| r.rows_affected()));
+                let n = self.track(n.map_err(StoreError::from))?;
                 pruned.deliveries += n;
             }
         }
@@ -526,16 +576,18 @@ impl Store {
                     .bind(user).bind(cutoff).fetch_optional(p).await)?;
                 let below = keep.map_or(i64::MAX, |(s,)| s);
                 let sql = "DELETE FROM inbox WHERE user_id = $1 AND seq < $2";
-                let n = dispatch!(&self.db, p => sqlx::query(sql).bind(user).bind(below)
-                    .execute(p).await.map(|r| r.rows_affected()))?;
+                let n = dispatch!(&self.writer, p => sqlx::query(sql).bind(user).bind(below)
+                    .execute(p).await.map(|r| r.rows_affected()));
+                let n = self.track(n.map_err(StoreError::from))?;
                 pruned.deliveries += n;
             }
             let floor = event_id_floor(cutoff);
             loop {
                 let sql = "DELETE FROM events WHERE event_id IN \
                            (SELECT event_id FROM events WHERE event_id < $1 LIMIT 1000)";
-                let n = dispatch!(&self.db, p => sqlx::query(sql).bind(floor.as_str())
-                    .execute(p).await.map(|r| r.rows_affected()))?;
+                let n = dispatch!(&self.writer, p => sqlx::query(sql).bind(floor.as_str())
+                    .execute(p).await.map(|r| r.rows_affected()));
+                let n = self.track(n.map_err(StoreError::from))?;
                 pruned.events += n;
                 if n < 1000 {
                     break;
@@ -543,8 +595,9 @@ impl Store {
             }
         }
         let sql = "DELETE FROM idempotency WHERE created_at < $1";
-        dispatch!(&self.db, p => sqlx::query(sql).bind(policy.idempotency_cutoff_micros)
-            .execute(p).await.map(|_| ()))?;
+        let r = dispatch!(&self.writer, p => sqlx::query(sql).bind(policy.idempotency_cutoff_micros)
+            .execute(p).await.map(|_| ()));
+        self.track(r.map_err(StoreError::from))?;
         Ok(pruned)
     }
 
@@ -560,58 +613,13 @@ impl Store {
     pub(crate) async fn notify(&self, payload: &str) -> StoreResult<()> {
         if let Db::Postgres(p) = &self.db {
             sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
+                .bind(self.notify_channel.as_ref())
                 .bind(payload)
                 .execute(p)
                 .await?;
         }
         Ok(())
     }
-}
-
-/// Splits `v` into chunks of [`CHUNK`] rows and then powers of two (512, 256, ..., 1), so
-/// a multi-row statement comes in at most 11 shapes per table and every shape stays in
-/// the driver's prepared-statement cache instead of being parsed again for each batch.
-fn sized_chunks<T>(v: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = v;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let n = if rest.len() >= CHUNK {
-            CHUNK
-        } else {
-            1 << (usize::BITS - 1 - rest.len().leading_zeros())
-        };
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Some(head)
-    })
-}
-
-/// The LISTEN/NOTIFY channel servers sharing a PostgreSQL database talk on.
-pub const NOTIFY_CHANNEL: &str = "activity_hub";
-
-/// `h|<origin>|user:head,...` messages under PostgreSQL's 8000-byte payload limit.
-/// `next` maps each recipient to its next free seq, so its head is `next - 1`.
-fn heads_notifications(origin: &str, next: &HashMap<u64, u64>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = format!("h|{origin}|");
-    let base = cur.len();
-    for (u, n) in next {
-        let item = format!("{u}:{}", n - 1);
-        if cur.len() + item.len() + 1 > 7000 {
-            out.push(std::mem::replace(&mut cur, format!("h|{origin}|")));
-        }
-        if cur.len() > base {
-            cur.push(',');
-        }
-        cur.push_str(&item);
-    }
-    if cur.len() > base {
-        out.push(cur);
-    }
-    out
 }
 
 fn duplicate(event_id: String, deliveries: &str) -> StoreResult<PublishOutcome> {
@@ -623,15 +631,6 @@ fn duplicate(event_id: String, deliveries: &str) -> StoreResult<PublishOutcome> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunks_come_in_few_shapes() {
-        let v: Vec<u32> = (0..2_777).collect();
-        let sizes: Vec<usize> = sized_chunks(&v).map(<[u32]>::len).collect();
-        assert_eq!(sizes, vec![1000, 1000, 512, 256, 8, 1]);
-        assert_eq!(sized_chunks(&v).flatten().count(), v.len());
-        assert_eq!(sized_chunks::<u32>(&[]).count(), 0);
-    }
 
     #[test]
     fn event_ids_order_by_commit_time() {

@@ -1,19 +1,44 @@
 //! The store: one small interface over SQLite (embedded default) and PostgreSQL.
 //!
-//! Owns the connection pool, migrations and error classification. Every query is written
-//! once with `$n` placeholders (both engines accept them) and dispatched to the typed pool
-//! by [`dispatch!`], so each query is compiled and type-checked for both backends with no
-//! runtime translation layer. It does not know about gRPC or authorization.
+//! Owns the connection pools, migrations, error classification and the health of writes.
+//! Every query is written once with `$n` placeholders (both engines accept them) and
+//! dispatched to the typed pool by [`dispatch!`], so each query is compiled and
+//! type-checked for both backends with no runtime translation layer. It does not know
+//! about gRPC or authorization.
+//!
+//! **One writer.** On SQLite every write (publish batches, acks, retention, user changes,
+//! the write probe) goes through one pooled connection, `writer`, so the hub's own writers
+//! queue for it instead of colliding on SQLite's lock (`database is locked`), and write
+//! transactions begin `IMMEDIATE`, so none can fail half-way on a stale snapshot. Readers
+//! use the other pool; in WAL mode they never wait for the writer. On PostgreSQL both are
+//! the same pool: row locks order concurrent writers.
+//!
+//! **A failed write leaves nothing behind.** A multi-statement write runs on a
+//! [`WriteConn`], which closes its connection instead of returning it to the pool unless
+//! the transaction committed: a COMMIT that failed (full disk, lost connection) can never
+//! leave a transaction open for the next caller to write into.
 
 pub mod events;
+pub mod plan;
 mod users;
 
-use std::{str::FromStr, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    str::FromStr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use sqlx::{
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    Database,
 };
+use tokio::sync::watch;
 
 pub use users::{ListFilter, NewUser, PageStart, UserChanges, UserKey};
 
@@ -26,12 +51,20 @@ pub enum StoreError {
     /// The row does not exist (or is soft-deleted).
     #[error("not found")]
     NotFound,
-    /// The database could not be reached or is overloaded; retrying later may work.
+    /// The database could not be reached, is locked or is overloaded; retrying later may work.
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The database is out of space (a full disk, SQLite's page limit, PostgreSQL's
+    /// `disk_full`): writes fail until space is freed.
+    #[error("store full: {0}")]
+    Full(#[source] sqlx::Error),
     /// A stored value could not be decoded (a bug or a hand-edited database).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The connection was lost while COMMIT was under way: whether the transaction
+    /// committed is unknown (it was checked and the store could not be reached).
+    #[error("connection lost during commit; outcome unknown: {0}")]
+    CommitUnknown(#[source] sqlx::Error),
     /// Anything else the database said.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -45,6 +78,7 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::UniqueViolation,
+            sqlx::Error::Database(db) if is_full(db.as_ref()) => StoreError::Full(e),
             sqlx::Error::Database(db) if is_busy(db.as_ref()) => StoreError::Unavailable(e),
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
@@ -56,14 +90,30 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// SQLite "busy"/"locked" (codes 5 and 6, with extended variants) and PostgreSQL
-/// class 53 (insufficient resources), 57P01-03 (shutdown) and 08 (connection).
-fn is_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
-    let Some(code) = db.code() else { return false };
-    match code.parse::<i32>() {
-        Ok(n) => matches!(n & 0xff, 5 | 6),
-        Err(_) => code.starts_with("53") || code.starts_with("57P") || code.starts_with("08"),
+/// SQLite "full" (13) and PostgreSQL `disk_full` (53100).
+fn is_full(db: &dyn sqlx::error::DatabaseError) -> bool {
+    match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        Some(pg) => pg.code() == "53100",
+        None => sqlite_primary_code(db) == Some(13),
     }
+}
+
+/// SQLite "busy"/"locked" (5, 6), "read-only" (8), "I/O error" (10) and "cannot open"
+/// (14), with their extended variants; PostgreSQL class 53 (insufficient resources),
+/// 57P01-03 (shutdown), 08 (connection) and 25P03 (idle transaction timeout).
+fn is_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
+    match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        Some(pg) => {
+            let c = pg.code();
+            c.starts_with("53") || c.starts_with("57P") || c.starts_with("08") || c == "25P03"
+        }
+        None => matches!(sqlite_primary_code(db), Some(5 | 6 | 8 | 10 | 14)),
+    }
+}
+
+/// The primary result code (the low byte of an extended one) of a SQLite error.
+fn sqlite_primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
+    db.code()?.parse::<i32>().ok().map(|n| n & 0xff)
 }
 
 /// Result of store calls.
@@ -111,28 +161,76 @@ impl Backend {
 /// Connection settings for [`Store::connect`].
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// `sqlite://path`, `sqlite::memory:` or `postgres://...`.
+    /// `sqlite://path` or `postgres://...`.
     pub url: String,
-    /// Upper bound of pooled connections.
+    /// Upper bound of pooled connections (on SQLite, the writer's included).
     pub max_connections: u32,
-    /// How long a caller waits for a free connection before the store counts as unavailable.
+    /// How long a call waits for the store (a free connection, a new connection to a
+    /// PostgreSQL server that is down, SQLite's write lock held by another process)
+    /// before it fails with [`StoreError::Unavailable`].
     pub acquire_timeout: Duration,
+    /// SQLite's page caches, all connections together, in KiB: half for the writer (the
+    /// hot index pages of the log), half shared by the readers.
+    pub cache_kib: u64,
 }
+
+impl StoreOptions {
+    /// The options for `url` with the server's defaults.
+    pub fn new(url: impl Into<String>) -> StoreOptions {
+        StoreOptions {
+            url: url.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(1),
+            cache_kib: DEFAULT_CACHE_KIB,
+        }
+    }
+}
+
+/// The default total of SQLite's page caches: 64 MiB.
+pub const DEFAULT_CACHE_KIB: u64 = 64 * 1024;
+
+/// Whether writes to the store currently work, as the last write (or probe) found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteHealth {
+    /// The last write committed.
+    Ok,
+    /// The last write failed for lack of space.
+    Full,
+    /// The last write failed because the store could not be reached or was locked.
+    Unavailable,
+}
+
+/// SQLite's `max_page_count` limit applied to every new writer connection (0 = none):
+/// the test hook behind [`Store::limit_sqlite_pages`].
+#[derive(Debug, Default)]
+struct PageLimit(AtomicU64);
 
 /// Handle to the database; cheap to clone and shared by the user service and the hub.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads (and on PostgreSQL, writes too).
     pub(crate) db: Db,
+    /// Every write: one connection on SQLite, the same pool as `db` on PostgreSQL.
+    pub(crate) writer: Db,
+    health: Arc<watch::Sender<WriteHealth>>,
+    page_limit: Arc<PageLimit>,
+    /// How long a commit whose outcome is unknown keeps asking the store what happened.
+    pub(crate) verify_window: Duration,
+    /// The LISTEN/NOTIFY channel of this deployment (PostgreSQL).
+    pub(crate) notify_channel: Arc<str>,
 }
 
 impl Store {
     /// Opens (creating a SQLite file if missing) and migrates the store.
     ///
     /// SQLite runs in WAL mode with `synchronous = FULL` (a committed transaction survives
-    /// power loss, not only a process crash), foreign keys on and a busy timeout.
+    /// power loss, not only a process crash), foreign keys on and a busy timeout equal to
+    /// the acquire timeout: within the hub nothing waits for SQLite's lock (one writer),
+    /// so a lock held longer belongs to another process and the store counts as unavailable.
     pub async fn connect(opts: &StoreOptions) -> StoreResult<Store> {
         let url = opts.url.as_str();
-        let db = if Backend::of_url(url) == Backend::Postgres {
+        let page_limit = Arc::new(PageLimit::default());
+        let (db, writer) = if Backend::of_url(url) == Backend::Postgres {
             let connect = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
@@ -140,31 +238,73 @@ impl Store {
                 .connect_with(connect)
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            Db::Postgres(pool)
+            (Db::Postgres(pool.clone()), Db::Postgres(pool))
         } else {
+            let readers = opts.max_connections.saturating_sub(1).max(1);
+            let writer_cache = (opts.cache_kib / 2).max(1024);
+            let reader_cache = (opts.cache_kib / 2 / u64::from(readers)).max(256);
             let connect = SqliteConnectOptions::from_str(url)
                 .map_err(StoreError::Database)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(opts.acquire_timeout)
                 // Checkpoints run in the background (Store::checkpoint), not inside a
                 // publisher's commit; this larger automatic threshold is only a backstop.
                 .pragma("wal_autocheckpoint", "16384")
-                // Statement journals of multi-row upserts stay in memory, and a 64 MiB page
-                // cache keeps the hot index pages of the log resident.
-                .pragma("temp_store", "memory")
-                .pragma("cache_size", "-65536");
-            let pool = SqlitePoolOptions::new()
-                .max_connections(opts.max_connections)
+                // Statement journals of multi-row upserts stay in memory.
+                .pragma("temp_store", "memory");
+            let writer_opts = connect.clone().pragma("cache_size", format!("-{writer_cache}"));
+            let reader_opts = connect.pragma("cache_size", format!("-{reader_cache}"));
+            let limit = page_limit.clone();
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
                 .acquire_timeout(opts.acquire_timeout)
-                .connect_with(connect)
+                .after_connect(move |conn, _| {
+                    let pages = limit.0.load(Ordering::Relaxed);
+                    Box::pin(async move {
+                        if pages > 0 {
+                            sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect_with(writer_opts)
                 .await?;
-            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-            Db::Sqlite(pool)
+            sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(readers)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(reader_opts)
+                .await?;
+            (Db::Sqlite(pool), Db::Sqlite(writer))
         };
-        Ok(Store { db })
+        let mut store = Store {
+            db,
+            writer,
+            health: Arc::new(watch::channel(WriteHealth::Ok).0),
+            page_limit,
+            verify_window: (opts.acquire_timeout * 3).max(Duration::from_secs(1)),
+            notify_channel: Arc::from(""),
+        };
+        if store.backend() == Backend::Postgres {
+            // NOTIFY channels are database-wide: deployments in other schemas of the same
+            // database must not hear this one's heads. Servers sharing these tables share
+            // the id, so they share the channel.
+            let fresh = uuid::Uuid::now_v7().simple().to_string();
+            let id = store.setting_or_insert("deployment_id", &fresh).await?;
+            let id: String = id.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
+            store.notify_channel = Arc::from(format!("activity_hub_{id}"));
+        }
+        Ok(store)
+    }
+
+    /// The LISTEN/NOTIFY channel of this deployment (empty on SQLite).
+    pub fn notify_channel(&self) -> &str {
+        &self.notify_channel
     }
 
     /// The engine behind this store.
@@ -172,6 +312,60 @@ impl Store {
         match self.db {
             Db::Sqlite(_) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Watches whether writes work: set by every write the store makes and by [`probe`].
+    ///
+    /// [`probe`]: Store::probe
+    pub fn write_health(&self) -> watch::Receiver<WriteHealth> {
+        self.health.subscribe()
+    }
+
+    /// Records what a write's result says about the store, and passes the result on.
+    pub(crate) fn track<T>(&self, r: StoreResult<T>) -> StoreResult<T> {
+        let now = match &r {
+            Ok(_) => WriteHealth::Ok,
+            Err(StoreError::Full(_)) => WriteHealth::Full,
+            Err(StoreError::Unavailable(_) | StoreError::CommitUnknown(_)) => WriteHealth::Unavailable,
+            // Anything else (a unique key taken, a refused row) says nothing about
+            // whether the store can write.
+            Err(_) => return r,
+        };
+        self.health.send_if_modified(|h| std::mem::replace(h, now) != now);
+        r
+    }
+
+    /// Tries a small write transaction that allocates and frees some pages: whether the
+    /// store can write now (it is reachable, not locked and not full). Its result updates
+    /// [`write_health`](Store::write_health).
+    pub async fn probe(&self) -> StoreResult<()> {
+        let filler = "x".repeat(PROBE_BYTES);
+        let r = dispatch!(&self.writer, p => async {
+            let mut conn = WriteConn::begin(p).await?;
+            sqlx::query(
+                "INSERT INTO settings (key, value) VALUES ('write_probe', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(filler.as_str())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query("DELETE FROM settings WHERE key = 'write_probe'").execute(&mut *conn).await?;
+            conn.commit().await
+        }.await);
+        self.track(r)
+    }
+
+    /// Checks that the store answers (a trivial read). An unreachable store is recorded in
+    /// [`write_health`](Store::write_health) as unavailable; an answer changes nothing
+    /// there, since only a write shows that writes work.
+    pub async fn ping(&self) -> StoreResult<()> {
+        let r: StoreResult<()> =
+            dispatch!(&self.db, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+                .map_err(StoreError::from);
+        match r {
+            Err(StoreError::Unavailable(_)) => self.track(r),
+            other => other,
         }
     }
 
@@ -187,12 +381,15 @@ impl Store {
     /// is stored afterwards. Safe when several servers start at once.
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
         let sql = "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
-        dispatch!(&self.db, p => sqlx::query(sql).bind(key).bind(value).execute(p).await.map(|_| ()))?;
+        let r =
+            dispatch!(&self.writer, p => sqlx::query(sql).bind(key).bind(value).execute(p).await.map(|_| ()));
+        self.track(r.map_err(StoreError::from))?;
         self.setting(key).await?.ok_or(StoreError::NotFound)
     }
 
     /// Copies committed WAL pages into the SQLite database file without blocking writers
-    /// (PASSIVE), so commits never pay for a checkpoint. A no-op on PostgreSQL.
+    /// (PASSIVE), so commits never pay for a checkpoint. A no-op on PostgreSQL. It runs on
+    /// a reader connection: a checkpoint takes no write lock.
     pub async fn checkpoint(&self) -> StoreResult<()> {
         if let Db::Sqlite(p) = &self.db {
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(p).await?;
@@ -200,9 +397,104 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool after in-flight queries finish (SQLite checkpoints its WAL).
+    /// Test hook (fault injection): limits the SQLite database to `pages` pages (`None`
+    /// lifts the limit), on the writer connection now and on any it opens later, so the
+    /// store behaves as if its disk were full. SQLite never shrinks the limit below the
+    /// file's current size. A no-op on PostgreSQL.
+    #[doc(hidden)]
+    pub async fn limit_sqlite_pages(&self, pages: Option<u64>) -> StoreResult<()> {
+        // SQLite's own upper bound for the limit (SQLITE_MAX_PAGE_COUNT).
+        let n = pages.unwrap_or(0xFFFF_FFFE);
+        self.page_limit.0.store(pages.unwrap_or(0), Ordering::Relaxed);
+        if let Db::Sqlite(p) = &self.writer {
+            sqlx::query(&format!("PRAGMA max_page_count = {n}"))
+                .execute(p)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the pools after in-flight queries finish (SQLite checkpoints its WAL).
     pub async fn close(&self) {
-        dispatch!(&self.db, p => p.close().await)
+        dispatch!(&self.db, p => p.close().await);
+        dispatch!(&self.writer, p => p.close().await);
+    }
+}
+
+/// Bytes the write probe writes (and deletes): several pages, so a store that cannot
+/// grow fails it.
+const PROBE_BYTES: usize = 64 * 1024;
+
+/// A connection inside a write transaction. Unless [`commit`](WriteConn::commit)
+/// succeeds, the connection is closed when this is dropped (the database rolls the
+/// transaction back) instead of going back to the pool: a failed COMMIT or a statement
+/// that failed half-way never leaves an open transaction for the next caller.
+pub(crate) struct WriteConn<DB: Database> {
+    conn: Option<PoolConnection<DB>>,
+}
+
+impl<DB: Database> WriteConn<DB> {
+    /// Takes a connection from `pool` and begins a write transaction on it: `BEGIN
+    /// IMMEDIATE` on SQLite (the write lock now, so no statement fails later on a stale
+    /// snapshot), `BEGIN` on PostgreSQL.
+    pub(crate) async fn begin(pool: &sqlx::Pool<DB>) -> StoreResult<WriteConn<DB>>
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    {
+        let begin = if DB::NAME == "SQLite" {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        let mut conn = WriteConn {
+            conn: Some(pool.acquire().await?),
+        };
+        sqlx::query(begin).execute(&mut *conn).await?;
+        Ok(conn)
+    }
+
+    /// Commits; only then does the connection go back to the pool.
+    pub(crate) async fn commit(mut self) -> StoreResult<()>
+    where
+        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+        for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    {
+        match sqlx::query("COMMIT").execute(&mut *self).await {
+            Ok(_) => {
+                drop(self.conn.take());
+                Ok(())
+            }
+            // No answer from a database server: the COMMIT may have been applied. (An
+            // embedded SQLite either committed or did not: its error says which.)
+            Err(e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)))
+                if DB::NAME != "SQLite" =>
+            {
+                Err(StoreError::CommitUnknown(e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl<DB: Database> Deref for WriteConn<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        self.conn.as_ref().expect("connection present until commit")
+    }
+}
+
+impl<DB: Database> DerefMut for WriteConn<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        self.conn.as_mut().expect("connection present until commit")
+    }
+}
+
+impl<DB: Database> Drop for WriteConn<DB> {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close_on_drop();
+        }
     }
 }
 

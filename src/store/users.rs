@@ -214,7 +214,7 @@ impl Store {
              first_name, last_name, status, roles, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {USER_COLUMNS}"
         );
-        let row: UserRow = dispatch!(&self.db, p => sqlx::query_as(&sql)
+        let row: StoreResult<UserRow> = dispatch!(&self.writer, p => sqlx::query_as(&sql)
             .bind(&new.email)
             .bind(normalize_email(&new.email))
             .bind(&new.username)
@@ -226,7 +226,8 @@ impl Store {
             .bind(i64::from(new.roles.0))
             .bind(now)
             .fetch_one(p)
-            .await)?;
+            .await.map_err(StoreError::from));
+        let row = self.track(row)?;
         Ok(row.into_user()?.0)
     }
 
@@ -269,7 +270,7 @@ impl Store {
              WHERE id = $10 AND version = $11 AND status <> {} RETURNING {USER_COLUMNS}",
             Status::Deleted as i32
         );
-        let row: Option<UserRow> = dispatch!(&self.db, p => sqlx::query_as(&sql)
+        let row: StoreResult<Option<UserRow>> = dispatch!(&self.writer, p => sqlx::query_as(&sql)
             .bind(&next.username)
             .bind(normalize_username(&next.username))
             .bind(&next.first_name)
@@ -282,7 +283,8 @@ impl Store {
             .bind(next.id as i64)
             .bind(expected_version)
             .fetch_optional(p)
-            .await)?;
+            .await.map_err(StoreError::from));
+        let row = self.track(row)?;
         row.map(|r| r.into_user().map(|(u, _)| u)).transpose()
     }
 
@@ -295,11 +297,12 @@ impl Store {
              WHERE id = $2 AND status <> {del} RETURNING {USER_COLUMNS}",
             del = Status::Deleted as i32
         );
-        let row: UserRow = dispatch!(&self.db, p => sqlx::query_as(&sql)
+        let row: StoreResult<UserRow> = dispatch!(&self.writer, p => sqlx::query_as(&sql)
             .bind(now)
             .bind(id as i64)
             .fetch_one(p)
-            .await)?;
+            .await.map_err(StoreError::from));
+        let row = self.track(row)?;
         Ok(row.into_user()?.0)
     }
 
@@ -310,11 +313,12 @@ impl Store {
              AND status <> {} RETURNING {USER_COLUMNS}",
             Status::Deleted as i32
         );
-        let row: UserRow = dispatch!(&self.db, p => sqlx::query_as(&sql)
+        let row: StoreResult<UserRow> = dispatch!(&self.writer, p => sqlx::query_as(&sql)
             .bind(now_micros())
             .bind(id as i64)
             .fetch_one(p)
-            .await)?;
+            .await.map_err(StoreError::from));
+        let row = self.track(row)?;
         Ok(row.into_user()?.0)
     }
 
