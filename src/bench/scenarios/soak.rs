@@ -441,16 +441,20 @@ impl Churn<'_> {
         let logins = t.create_and_login(&channels[0], a.logins);
         let (published, (login_failures, login_error), seen) =
             tokio::join!(publishing, logins, join_all(readers));
-        let (ok, failed) = published?;
+        let (ok, refused) = published?;
         tally.published += ok;
-        tally.failed += failed + login_failures;
+        tally.failed += refused.values().sum::<u64>() + login_failures;
         tally.logins += a.logins as u64;
         if let Some(e) = login_error {
             self.first.set(|| e);
         }
         for s in seen? {
             let i = self.index[&s.sub.user];
-            tally.lost += s.lost;
+            // Publishes refused (or answered off plan) never reached the stream: the
+            // subscriber waits for them in vain, but they are failures, not lost events.
+            let due = until[i] - refused.get(&s.sub.user).copied().unwrap_or(0);
+            let short = until[i].saturating_sub(s.last);
+            tally.lost += s.lost - short + due.saturating_sub(s.last);
             tally.redelivered += s.redelivered;
             tally.delivered += s.got.saturating_sub(again[i]);
             for v in s.samples.iter().skip(again[i] as usize) {
@@ -477,14 +481,14 @@ impl Churn<'_> {
 
 /// Publishes one event per `plan` entry (recipient, the seq it must get) over one
 /// PublishStream on a connection of its own, checking each answer against the plan;
-/// returns (answered as planned, failed).
+/// returns how many were answered as planned, and per recipient how many were not.
 async fn publish_plan(
     t: &Target,
     a: &BenchArgs,
     plan: Vec<(u64, u64)>,
     base: Instant,
     first: &FirstError,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, HashMap<u64, u64>), String> {
     let mut client = ActivityServiceClient::new(t.channel().await?);
     let recipients: Vec<u64> = plan.iter().map(|p| p.0).collect();
     let size = a.payload_size;
@@ -495,10 +499,11 @@ async fn publish_plan(
         ..Default::default()
     });
     let mut ok = 0u64;
+    let mut as_plan = vec![false; plan.len()];
     match client.publish_stream(t.req(tokio_stream::iter(reqs))).await {
         Ok(out) => {
             let mut out = out.into_inner();
-            let mut expected = plan.iter();
+            let mut expected = plan.iter().enumerate();
             loop {
                 let Ok(answer) = tokio::time::timeout(a.stall_timeout, out.message()).await else {
                     first.set(|| {
@@ -512,12 +517,13 @@ async fn publish_plan(
                 };
                 match answer {
                     Ok(Some(r)) => {
-                        let Some(&(user, seq)) = expected.next() else {
+                        let Some((j, &(user, seq))) = expected.next() else {
                             first.set(|| format!("PublishStream answered more than asked: {r:?}"));
                             break;
                         };
                         if as_planned(&r, user, seq) {
                             ok += 1;
+                            as_plan[j] = true;
                         } else {
                             first.set(|| format!("publish to user {user} (seq {seq} due) answered {r:?}"));
                         }
@@ -532,7 +538,11 @@ async fn publish_plan(
         }
         Err(s) => first.set(|| format!("PublishStream: {}", status_text(&s))),
     }
-    Ok((ok, plan.len() as u64 - ok))
+    let mut refused = HashMap::new();
+    for (&(user, _), _) in plan.iter().zip(&as_plan).filter(|(_, &fine)| !fine) {
+        *refused.entry(user).or_default() += 1;
+    }
+    Ok((ok, refused))
 }
 
 fn as_planned(r: &PublishResponse, user: u64, seq: u64) -> bool {
