@@ -90,33 +90,6 @@ impl ApiError {
     }
 }
 
-impl ApiError {
-    /// The same answer again, for each of several callers that one failure concerns
-    /// (an internal error's source is logged once, here, and the copies carry only a summary).
-    pub fn same(&self) -> ApiError {
-        match self {
-            ApiError::InvalidArgument { field, reason } => ApiError::InvalidArgument {
-                field: field.clone(),
-                reason: reason.clone(),
-            },
-            ApiError::NotFound(m) => ApiError::NotFound(m.clone()),
-            ApiError::AlreadyExists(m) => ApiError::AlreadyExists(m.clone()),
-            ApiError::Unauthenticated(m) => ApiError::Unauthenticated(m.clone()),
-            ApiError::PermissionDenied(m) => ApiError::PermissionDenied(m.clone()),
-            ApiError::ResourceExhausted(m) => ApiError::ResourceExhausted(m.clone()),
-            ApiError::RateLimited { what, retry_after } => ApiError::RateLimited {
-                what,
-                retry_after: *retry_after,
-            },
-            ApiError::FailedPrecondition(m) => ApiError::FailedPrecondition(m.clone()),
-            ApiError::Aborted(m) => ApiError::Aborted(m.clone()),
-            ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-            ApiError::DeadlineExceeded(m) => ApiError::DeadlineExceeded(m.clone()),
-            ApiError::Internal(src) => ApiError::Internal(src.to_string().into()),
-        }
-    }
-}
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -125,6 +98,10 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(src) => {
                 tracing::warn!(error = %src, "store unavailable");
                 ApiError::Unavailable("the store is unavailable; retry later".into())
+            }
+            StoreError::CommitUnknown(src) => {
+                tracing::warn!(error = %src, "store went away during a commit");
+                ApiError::Unavailable("the store went away during the write; its outcome is unknown".into())
             }
             StoreError::Full(src) => {
                 tracing::warn!(error = %src, "store full");

@@ -66,6 +66,12 @@ pub(crate) struct Run {
     pub(crate) redelivered: u64,
     pub(crate) first_error: Option<String>,
     pub(crate) notes: Vec<String>,
+    /// Budgets the run exceeded (soak: --max-growth); the run is not clean.
+    pub(crate) over_budget: Vec<String>,
+    /// Server RSS over the run: (seconds since the first round, bytes).
+    pub(crate) rss: Vec<(f64, u64)>,
+    /// When measuring started (the end of warm-up), seconds since the first round.
+    pub(crate) measured_from: Option<f64>,
 }
 
 /// Quantiles reported for every latency histogram.
@@ -108,9 +114,22 @@ impl Report {
             .unwrap_or_default()
     }
 
-    /// Nothing failed and nothing was lost.
+    /// Nothing failed, nothing was lost and no budget was exceeded.
     pub(crate) fn clean(&self) -> bool {
+        self.correct() && self.over_budget().is_empty()
+    }
+
+    /// Nothing failed and nothing was lost.
+    pub(crate) fn correct(&self) -> bool {
         self.runs.iter().all(|(_, r)| r.failed == 0 && r.lost == 0)
+    }
+
+    /// The budgets exceeded, each naming its server.
+    pub(crate) fn over_budget(&self) -> Vec<String> {
+        self.runs
+            .iter()
+            .flat_map(|(k, r)| r.over_budget.iter().map(move |o| format!("{}: {o}", k.name())))
+            .collect()
     }
 
     /// Prints the table (or JSON) and writes the files asked for.
@@ -129,7 +148,11 @@ impl Report {
             self.plot(path)
                 .map_err(|e| format!("--plot {}: {e}", path.display()))?;
             if !args.quiet {
-                eprintln!("latency plot written to {}", path.display());
+                let what = match self.scenario {
+                    Scenario::Soak => "server RSS plot",
+                    _ => "latency plot",
+                };
+                eprintln!("{what} written to {}", path.display());
             }
         }
         Ok(())
@@ -162,9 +185,9 @@ impl Report {
         }
         let delivers = matches!(
             self.scenario,
-            Scenario::Fanout | Scenario::Latency | Scenario::ReconnectStorm
+            Scenario::Fanout | Scenario::Latency | Scenario::ReconnectStorm | Scenario::Soak
         );
-        let resumes = self.scenario == Scenario::ReconnectStorm;
+        let resumes = matches!(self.scenario, Scenario::ReconnectStorm | Scenario::Soak);
         for (label, get, shown) in [
             (
                 "failed calls or streams",
@@ -221,6 +244,9 @@ impl Report {
             for n in &r.notes {
                 out.push_str(&format!("\n{}: {n}", k.name()));
             }
+            for o in &r.over_budget {
+                out.push_str(&format!("\n{}: OVER BUDGET: {o}", k.name()));
+            }
         }
         out.push('\n');
         out
@@ -242,18 +268,26 @@ impl Report {
                 }
                 Value::Object(m)
             });
-            runs.insert(
-                k.name().into(),
-                json!({
-                    "figures": figures,
-                    "latency_ms": latency,
-                    "failed": r.failed,
-                    "lost": r.lost,
-                    "redelivered": r.redelivered,
-                    "first_error": r.first_error,
-                    "notes": r.notes,
-                }),
-            );
+            let mut run = json!({
+                "figures": figures,
+                "latency_ms": latency,
+                "failed": r.failed,
+                "lost": r.lost,
+                "redelivered": r.redelivered,
+                "first_error": r.first_error,
+                "notes": r.notes,
+                "over_budget": r.over_budget,
+            });
+            if !r.rss.is_empty() {
+                let series: Vec<Value> = r
+                    .rss
+                    .iter()
+                    .map(|&(t, b)| json!([(t * 10.0).round() / 10.0, (mib(b) * 100.0).round() / 100.0]))
+                    .collect();
+                run["rss_mib_over_time"] = Value::Array(series);
+                run["measured_from_s"] = json!(r.measured_from);
+            }
+            runs.insert(k.name().into(), run);
         }
         let mut ratios = Map::new();
         if let [(_, hub), (_, base)] = &self.runs[..] {
@@ -282,8 +316,11 @@ impl Report {
     }
 
     /// Latency by percentile, on the usual log scale of 1/(1 - quantile) (HdrHistogram's
-    /// percentile distribution plot).
+    /// percentile distribution plot); for the soak, server RSS over time.
     fn plot(&self, path: &Path) -> Result<(), String> {
+        if self.scenario == Scenario::Soak {
+            return self.plot_rss(path);
+        }
         use plotters::prelude::*;
         let err = |e: &dyn std::fmt::Display| e.to_string();
         let mut series = Vec::new();
@@ -357,6 +394,82 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Server RSS (MiB) over minutes, the end of warm-up marked, and the --max-growth
+    /// line above the start figure when the settings carry it.
+    fn plot_rss(&self, path: &Path) -> Result<(), String> {
+        use plotters::prelude::*;
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let Some((_, run)) = self.runs.iter().find(|(_, r)| !r.rss.is_empty()) else {
+            return Err("this run has no RSS samples (the server is not a process on this machine)".into());
+        };
+        let points: Vec<(f64, f64)> = run.rss.iter().map(|&(t, b)| (t / 60.0, mib(b))).collect();
+        let from = run.measured_from.map(|s| s / 60.0);
+        let start = from.and_then(|f| points.iter().find(|p| p.0 >= f)).map(|p| p.1);
+        let limit = start
+            .zip(self.settings["max_growth_pct"].as_f64())
+            .map(|(s, g)| s * (1.0 + g / 100.0));
+        let max_x = points.iter().map(|p| p.0).fold(1e-3, f64::max);
+        let max_y = points.iter().map(|p| p.1).chain(limit).fold(1.0, f64::max) * 1.1;
+        let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("activity-hub bench {}: server RSS", self.name()),
+                ("sans-serif", 24),
+            )
+            .margin(16)
+            .margin_right(48)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("minutes")
+            .y_desc("MiB")
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 17))
+            .y_label_formatter(&|y| number(*y))
+            .draw()
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new(points, RED.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label("server RSS")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        if let Some(f) = from {
+            chart
+                .draw_series(LineSeries::new([(f, 0.0), (f, max_y)], BLACK.mix(0.5)))
+                .map_err(|e| err(&e))?
+                .label("end of warm-up")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+        }
+        if let (Some(f), Some(l)) = (from, limit) {
+            chart
+                .draw_series(LineSeries::new([(f, l), (max_x, l)], BLUE.stroke_width(1)))
+                .map_err(|e| err(&e))?
+                .label("start + --max-growth")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(1)));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 17))
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+        Ok(())
+    }
+}
+
+/// Bytes in MiB.
+pub(crate) fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
 /// `x` = 1/(1 - q) as a percentile: 10 -> "90%", 1000 -> "99.9%".
 fn percentile(x: f64) -> String {
     let p = (1.0 - 1.0 / x.max(1.0)) * 100.0;
@@ -419,5 +532,22 @@ mod tests {
         assert!(table.contains("| events/s | 50 | 200 | 0.25 |"), "{table}");
         r.runs[0].1.lost = 1;
         assert!(!r.clean());
+    }
+
+    #[test]
+    fn a_budget_exceeded_makes_the_run_unclean_and_says_so() {
+        let mut run = Run::default();
+        run.over_budget.push("server RSS grew 40.0%".into());
+        let mut r = Report::new(Scenario::Soak, "shape".into(), Value::Null);
+        r.runs.push((Kind::Hub, run));
+        assert!(r.correct(), "nothing failed or was lost");
+        assert!(!r.clean());
+        assert_eq!(r.over_budget(), ["hub: server RSS grew 40.0%"]);
+        assert!(r.table().contains("hub: OVER BUDGET: server RSS grew 40.0%"));
+        assert_eq!(
+            r.json()["runs"]["hub"]["over_budget"][0],
+            json!("server RSS grew 40.0%")
+        );
+        assert_eq!(r.json()["clean"], json!(false));
     }
 }

@@ -34,6 +34,8 @@ use crate::proto::{
     user::v1::{get_user_request::Identifier, user_service_client::UserServiceClient, GetUserRequest},
 };
 
+mod soak;
+
 /// Most recipients of one publish (the hub's default `--max-recipients`).
 const RECIPIENTS_PER_PUBLISH: usize = 10_000;
 /// Subscriptions opened at once while setting up (a storm opens all at once).
@@ -59,6 +61,7 @@ pub(crate) async fn run(a: &BenchArgs) -> Result<Report, String> {
             Scenario::Latency => latency(&t, a, &ui).await,
             Scenario::Idle => idle(&t, a, &ui).await,
             Scenario::ReconnectStorm => reconnect_storm(&t, a, &ui).await,
+            Scenario::Soak => soak::soak(&t, a, &ui).await,
             Scenario::ServeBaseline => unreachable!("served before any scenario runs"),
         };
         if !t.started_here() && !a.keep_users {
@@ -85,6 +88,7 @@ pub(crate) async fn run(a: &BenchArgs) -> Result<Report, String> {
 fn subscribers(a: &BenchArgs) -> usize {
     a.subscribers.unwrap_or(match a.scenario {
         Scenario::Idle => 10_000,
+        Scenario::Soak => 200,
         _ => 1_000,
     })
 }
@@ -118,6 +122,10 @@ fn settings(a: &BenchArgs) -> serde_json::Value {
         "ack": format!("{:?}", a.ack).to_lowercase(),
         "ack_every": a.ack_every,
         "baseline": a.baseline,
+        "durable_pct": a.durable,
+        "logins": a.logins,
+        "rounds_per_minute": a.rounds_per_minute,
+        "max_growth_pct": a.max_growth,
     })
 }
 
@@ -158,6 +166,7 @@ fn shape(a: &BenchArgs) -> String {
             "{n} durable subscribers get {e} events, drop at once, miss {e}, resume at once while {e} more are published",
             e = a.events.unwrap_or(20)
         ),
+        Scenario::Soak => soak::shape(a, n, &ack),
         Scenario::ServeBaseline => String::new(),
     }
 }
@@ -209,6 +218,16 @@ impl Ui {
 
     /// A bar over `length` of time, with `counter` in its message.
     fn timed(&self, what: &str, length: Duration, counter: Arc<AtomicU64>) -> Bar {
+        let start = Instant::now();
+        self.timed_with(what, length, move || {
+            let n = counter.load(Ordering::Relaxed);
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            format!("{n} done, {:.0}/s", n as f64 / secs)
+        })
+    }
+
+    /// A bar over `length` of time with the message `msg()` says.
+    fn timed_with(&self, what: &str, length: Duration, msg: impl Fn() -> String + Send + 'static) -> Bar {
         self.say(what);
         let bar = self.bar(
             length.as_millis() as u64,
@@ -219,10 +238,8 @@ impl Ui {
         let start = Instant::now();
         let ticker = tokio::spawn(async move {
             loop {
-                let n = counter.load(Ordering::Relaxed);
-                let secs = start.elapsed().as_secs_f64().max(1e-3);
                 b.set_position(start.elapsed().as_millis() as u64);
-                b.set_message(format!("{n} done, {:.0}/s", n as f64 / secs));
+                b.set_message(msg());
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
@@ -405,7 +422,8 @@ struct Seen {
     done_at: Option<Instant>,
 }
 
-/// Reads `sub` until it has seen seq `until` (or `stall` passes with nothing new):
+/// Reads `sub` until it has seen seq `until` (or `stall` passes with no new event;
+/// heartbeats do not count as progress):
 /// checks order and gaps from `resume_after`, records publish -> deliver latency from
 /// the payload stamps, and acks every `ack_every` events when asked.
 async fn read_until(
@@ -427,8 +445,9 @@ async fn read_until(
         error: None,
         done_at: None,
     };
+    let mut deadline = tokio::time::Instant::now() + stall;
     while s.last < until {
-        let msg = match tokio::time::timeout(stall, s.sub.rx.message()).await {
+        let msg = match tokio::time::timeout_at(deadline, s.sub.rx.message()).await {
             Ok(Ok(Some(m))) => m,
             Ok(Ok(None)) => {
                 s.error = Some(format!("user {}: the stream ended at seq {}", s.sub.user, s.last));
@@ -455,6 +474,7 @@ async fn read_until(
         }
         s.lost += e.seq - s.last - 1;
         s.last = e.seq;
+        deadline = tokio::time::Instant::now() + stall;
         s.got += 1;
         delivered.fetch_add(1, Ordering::Relaxed);
         if let Some(sent) = stamp_of(&e.payload) {

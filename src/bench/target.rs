@@ -13,7 +13,7 @@ use tonic::{
     Request,
 };
 
-use super::BenchArgs;
+use super::{BenchArgs, Scenario};
 use crate::proto::{
     auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
     user::v1::{
@@ -73,6 +73,8 @@ pub(crate) struct Target {
     run_id: String,
     /// The users this run created.
     created: std::sync::Mutex<Vec<u64>>,
+    /// Number of the next user this run creates (their names must not repeat).
+    next_user: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for Target {
@@ -115,6 +117,7 @@ impl Target {
                 dir: None,
                 run_id,
                 created: Default::default(),
+                next_user: Default::default(),
             };
             t.wait_ready(Duration::from_secs(10)).await?;
             return Ok(t);
@@ -133,29 +136,33 @@ impl Target {
                     .unwrap_or_else(|| format!("sqlite://{}", dir.join("hub.db").display()));
                 let mut cmd = tokio::process::Command::new(exe);
                 cmd.args(["serve", "--listen", &addr, "--database-url", &db])
-                    .args(["--metrics-listen", "off", "--log-level", "warn"])
-                    // Bench users log in once; cheap hashing keeps set-up short.
-                    .args([
+                    .args(["--metrics-listen", "off", "--log-level", "warn"]);
+                // Bench users log in once; cheap hashing keeps set-up short. The soak
+                // keeps the hub's own costs: password-hashing memory is part of what
+                // it measures (`--hub-arg` can still lower them).
+                if args.scenario != Scenario::Soak {
+                    cmd.args([
                         "--password-hash-memory-kib",
                         "64",
                         "--password-hash-iterations",
                         "1",
-                    ])
-                    .args([
-                        "--bootstrap-admin-email",
-                        ADMIN,
-                        "--bootstrap-admin-password",
-                        PASSWORD,
-                    ])
-                    .args(["--max-streams-per-connection", "2048"])
-                    // One admin makes every call: the limiter stays on the path, out of the way.
-                    .args([
-                        "--user-rate-limit",
-                        "1000000000",
-                        "--user-rate-burst",
-                        "1000000000",
-                    ])
-                    .args(&args.hub_args);
+                    ]);
+                }
+                cmd.args([
+                    "--bootstrap-admin-email",
+                    ADMIN,
+                    "--bootstrap-admin-password",
+                    PASSWORD,
+                ])
+                .args(["--max-streams-per-connection", "2048"])
+                // One admin makes every call: the limiter stays on the path, out of the way.
+                .args([
+                    "--user-rate-limit",
+                    "1000000000",
+                    "--user-rate-burst",
+                    "1000000000",
+                ])
+                .args(&args.hub_args);
                 cmd
             }
             Kind::Baseline => {
@@ -180,6 +187,7 @@ impl Target {
             dir: Some(dir),
             run_id,
             created: Default::default(),
+            next_user: Default::default(),
         };
         t.wait_ready(Duration::from_secs(60)).await?;
         if kind == Kind::Hub {
@@ -272,15 +280,8 @@ impl Target {
         let mut ids = Vec::with_capacity(n);
         let mut client = UserServiceClient::new(ch.clone()).max_decoding_message_size(256 << 20);
         while ids.len() < n {
-            let from = ids.len();
-            let reqs: Vec<CreateUserRequest> = (from..n.min(from + BULK))
-                .map(|i| CreateUserRequest {
-                    email: format!("{}-{i}@bench.test", self.run_id),
-                    username: format!("{}_{i}", self.run_id),
-                    password: PASSWORD.into(),
-                    ..Default::default()
-                })
-                .collect();
+            let batch = (n - ids.len()).min(BULK);
+            let reqs: Vec<CreateUserRequest> = (0..batch).map(|_| self.new_user()).collect();
             let out = client
                 .bulk_create_users(self.req(tokio_stream::iter(reqs)))
                 .await
@@ -304,6 +305,47 @@ impl Target {
                 .extend(out.users.iter().map(|u| u.id));
         }
         Ok(ids)
+    }
+
+    /// A user this run has not created yet.
+    fn new_user(&self) -> CreateUserRequest {
+        let i = self.next_user.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CreateUserRequest {
+            email: format!("{}-{i}@bench.test", self.run_id),
+            username: format!("{}_{i}", self.run_id),
+            password: PASSWORD.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Creates `n` users one CreateUser call at a time and logs each in (two password
+    /// hashes each, at the server's costs); how many of the 2n calls failed, and the first
+    /// failure.
+    pub(crate) async fn create_and_login(&self, ch: &Channel, n: usize) -> (u64, Option<String>) {
+        let mut users = UserServiceClient::new(ch.clone());
+        let mut auth = AuthServiceClient::new(ch.clone());
+        let (mut failed, mut first) = (0, None);
+        for _ in 0..n {
+            let new = self.new_user();
+            let email = new.email.clone();
+            match users.create_user(self.req(new)).await {
+                Ok(u) => self.created.lock().expect("not poisoned").push(u.into_inner().id),
+                Err(s) => {
+                    failed += 2;
+                    first.get_or_insert_with(|| format!("CreateUser: {:?}: {}", s.code(), s.message()));
+                    continue;
+                }
+            }
+            let login = LoginRequest {
+                identifier: Some(Identifier::Email(email)),
+                password: PASSWORD.into(),
+            };
+            if let Err(s) = auth.login(login).await {
+                failed += 1;
+                first.get_or_insert_with(|| format!("Login: {:?}: {}", s.code(), s.message()));
+            }
+        }
+        (failed, first)
     }
 
     /// Whether this run started the server (and throws its store away afterwards).
@@ -333,17 +375,28 @@ impl Target {
 
     /// The server's resident memory, when its process is known.
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        proc_status_bytes(self.pid?, "VmRSS")
     }
+
+    /// The server's process id, when it runs on this machine.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+}
+
+/// A memory figure (`VmRSS`, `RssAnon`, `RssFile`, ...) of process `pid` from
+/// /proc/PID/status, in bytes.
+pub(crate) fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The process on this machine listening on the URL's port, if there is one we may see.

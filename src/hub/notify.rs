@@ -1,5 +1,6 @@
 //! Servers sharing one PostgreSQL database keep each other's streams live with
-//! LISTEN/NOTIFY on one channel ([`NOTIFY_CHANNEL`]). Messages, each tagged with the
+//! LISTEN/NOTIFY on the deployment's channel (`activity_hub_<deployment id>`: channels are
+//! database-wide, so deployments in other schemas of the database never hear it). Messages, each tagged with the
 //! sending server's `origin` so a server ignores its own:
 //!
 //! - `h|origin|user:head,...`: sent inside each commit transaction (so only committed
@@ -15,7 +16,7 @@
 use prost::Message;
 
 use super::{registry::RegistryMsg, Hub};
-use crate::{error::ApiError, proto::user::v1 as userpb, store::events::NOTIFY_CHANNEL};
+use crate::{error::ApiError, proto::user::v1 as userpb};
 
 /// Starts listening (returns once LISTEN is in place) and spawns the receive loop.
 pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
@@ -23,7 +24,7 @@ pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
         return Ok(());
     };
     listener
-        .listen(NOTIFY_CHANNEL)
+        .listen(hub.store().notify_channel())
         .await
         .map_err(|e| ApiError::from(crate::store::StoreError::from(e)))?;
     let token = hub.shutdown_token().clone();

@@ -234,14 +234,19 @@ impl State {
                     // with the error and none of it reaches a subscriber.
                     tracing::warn!(error = %e, publishes = items.len(), acks = acks.len(), "commit failed");
                     super::metrics::commit_failed();
-                    let err = match e {
+                    let answer = || match e {
                         StoreError::Full(_) => ApiError::ResourceExhausted(
                             "the store is full; nothing was stored; retry later".into(),
+                        ),
+                        StoreError::CommitUnknown(_) => ApiError::Unavailable(
+                            "the store went away during the commit: whether these publishes were \
+                             stored is unknown; retry with the same idempotency_key"
+                                .into(),
                         ),
                         _ => ApiError::Unavailable("the commit failed; nothing was stored; retry".into()),
                     };
                     for reply in replies {
-                        let _ = reply.send(Err(err.same()));
+                        let _ = reply.send(Err(answer()));
                     }
                     // Acks are retried with the next commit, after a pause so a store
                     // outage does not turn into a busy loop.

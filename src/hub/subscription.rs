@@ -112,6 +112,27 @@ pub enum SubMsg {
     Inspect(oneshot::Sender<SubInfo>),
 }
 
+/// The longest a subscription waits for one store read before it gives up on it.
+const STORE_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl SubMsg {
+    fn name(&self) -> &'static str {
+        match self {
+            SubMsg::Live(_) => "live",
+            SubMsg::Head(_) => "head",
+            SubMsg::Recheck => "recheck",
+            SubMsg::Ack(_) => "ack",
+            SubMsg::Fetch => "fetch",
+            SubMsg::Tick => "tick",
+            SubMsg::Writable => "writable",
+            SubMsg::Fail(_) => "fail",
+            SubMsg::Replaced => "replaced",
+            SubMsg::ClientGone => "client-gone",
+            SubMsg::Inspect(_) => "inspect",
+        }
+    }
+}
+
 /// What the actor writes to its outbox: small (32 bytes) so an idle stream's channel
 /// costs little, and events stay shared `Arc`s until the transport task encodes them.
 pub enum Out {
@@ -262,6 +283,9 @@ impl Actor for Subscription {
         msg: SubMsg,
         s: &mut State,
     ) -> Result<(), ActorProcessingErr> {
+        tracing::trace!(actor = %myself.get_id(), user_id = s.p.user_id, tail = s.tail, known_head = s.known_head, behind = s.behind,
+            pending = s.pending.len(), fetch_scheduled = s.fetch_scheduled, awaiting_room = s.awaiting_room,
+            msg = msg.name(), seqs = ?match &msg { SubMsg::Live(e) => e.iter().map(|e| e.seq).collect::<Vec<_>>(), _ => vec![] }, "subscription message");
         match msg {
             SubMsg::Live(events) => {
                 for ev in events {
@@ -278,12 +302,15 @@ impl Actor for Subscription {
                 }
                 s.pump(&myself);
             }
-            SubMsg::Recheck => match s.hub.store().head_seq(s.p.user_id).await {
-                Ok(head) => {
-                    let _ = myself.cast(SubMsg::Head(head));
+            SubMsg::Recheck => {
+                match tokio::time::timeout(STORE_READ_LIMIT, s.hub.store().head_seq(s.p.user_id)).await {
+                    Ok(Ok(head)) => {
+                        let _ = myself.cast(SubMsg::Head(head));
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "subscription head re-check failed"),
+                    Err(_) => tracing::warn!("subscription head re-check timed out"),
                 }
-                Err(e) => tracing::warn!(error = %e, "subscription head re-check failed"),
-            },
+            }
             SubMsg::Ack(seq) => s.ack(&myself, seq),
             SubMsg::Fetch => {
                 s.fetch_scheduled = false;
@@ -447,14 +474,24 @@ impl State {
         }
         let limit = (room as u32).min(PAGE);
         let upto = self.known_head;
-        let page = self
-            .hub
-            .store()
-            .events_page(self.p.user_id, self.tail, upto, &self.p.types, limit)
-            .await;
+        let page = tokio::time::timeout(
+            STORE_READ_LIMIT,
+            self.hub
+                .store()
+                .events_page(self.p.user_id, self.tail, upto, &self.p.types, limit),
+        )
+        .await;
         let events = match page {
-            Ok(ev) => ev,
-            Err(e) => {
+            Ok(Ok(ev)) => ev,
+            Err(_) => {
+                tracing::warn!(user_id = self.p.user_id, "history read timed out");
+                self.fail(
+                    myself,
+                    ApiError::Unavailable("the store did not answer; resume".into()).into(),
+                );
+                return;
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, user_id = self.p.user_id, "history read failed");
                 self.fail(myself, ApiError::from(e).into());
                 return;

@@ -179,7 +179,10 @@ impl Store {
         origin: &str,
     ) -> StoreResult<Vec<PublishOutcome>> {
         let shared = self.backend() == Backend::Postgres;
-        let r = dispatch!(&self.writer, p => {
+        let channel = self.notify_channel.clone();
+        // The body is an async block so that `?` ends the transaction, not the function:
+        // its result passes through `track` either way.
+        let r = dispatch!(&self.writer, p => async {
             let mut tx = WriteConn::begin(p).await?;
             let mut outcomes: Vec<Option<PublishOutcome>> = (0..items.len()).map(|_| None).collect();
 
@@ -383,16 +386,38 @@ impl Store {
             if shared && !next.is_empty() {
                 for payload in heads_notifications(origin, &next) {
                     sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(NOTIFY_CHANNEL)
+                        .bind(channel.as_ref())
                         .bind(payload)
                         .execute(&mut *tx)
                         .await?;
                 }
             }
 
-            tx.commit().await?;
-            Ok((outcomes, dup_of, bodies))
-        });
+            let commit = tx.commit().await;
+            Ok::<_, StoreError>((outcomes, dup_of, bodies, commit))
+        }.await);
+        let r = match r {
+            Ok((outcomes, dup_of, bodies, Ok(()))) => Ok((outcomes, dup_of, bodies)),
+            Ok((outcomes, dup_of, bodies, Err(StoreError::CommitUnknown(e)))) => {
+                // Ask the store whether the batch's first event is there: all of the batch
+                // or none of it is.
+                let first = bodies
+                    .first()
+                    .and_then(|(_, (body, d))| Some((body.event_id.clone(), d.first()?.0)));
+                match first {
+                    Some((id, user)) => match self.batch_committed(&id, user).await {
+                        Some(true) => {
+                            tracing::warn!(error = %e, "connection lost during commit; the batch was committed");
+                            Ok((outcomes, dup_of, bodies))
+                        }
+                        Some(false) => Err(StoreError::Unavailable(e)),
+                        None => Err(StoreError::CommitUnknown(e)),
+                    },
+                    None => Err(StoreError::Unavailable(e)),
+                }
+            }
+            Ok((_, _, _, Err(e))) | Err(e) => Err(e),
+        };
         let (mut outcomes, dup_of, bodies) = self.track(r)?;
         for (i, (body, deliveries)) in bodies {
             outcomes[i] = Some(PublishOutcome::Committed { body, deliveries });
@@ -418,6 +443,45 @@ impl Store {
             out.push(o);
         }
         Ok(out)
+    }
+
+    /// Whether the batch holding `event_id` (one of whose recipients is `user_id`) was
+    /// committed, asking until the store answers or the verify window passes (`None`:
+    /// still unknown). PostgreSQL finishes a COMMIT whose client went away, so the check
+    /// first waits for that transaction to end: it held the recipient's `heads` row lock.
+    async fn batch_committed(&self, event_id: &str, user_id: u64) -> Option<bool> {
+        let Db::Postgres(pool) = &self.db else {
+            return Some(false);
+        };
+        let deadline = tokio::time::Instant::now() + self.verify_window;
+        let lock_ms = self.verify_window.as_millis().max(100);
+        loop {
+            let r: StoreResult<bool> = async {
+                let mut tx = WriteConn::begin(pool).await?;
+                sqlx::query(&format!("SET LOCAL lock_timeout = '{lock_ms}ms'"))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("SELECT head_seq FROM heads WHERE user_id = $1 FOR SHARE")
+                    .bind(user_id as i64)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let found: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM events WHERE event_id = $1")
+                    .bind(event_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(found.is_some())
+            }
+            .await;
+            match r {
+                Ok(found) => return Some(found),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(error = %e, "could not learn whether a commit happened");
+                    return None;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// The recipient's newest seq (0 when nothing was ever published to them).
@@ -549,7 +613,7 @@ impl Store {
     pub(crate) async fn notify(&self, payload: &str) -> StoreResult<()> {
         if let Db::Postgres(p) = &self.db {
             sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NOTIFY_CHANNEL)
+                .bind(self.notify_channel.as_ref())
                 .bind(payload)
                 .execute(p)
                 .await?;
@@ -557,9 +621,6 @@ impl Store {
         Ok(())
     }
 }
-
-/// The LISTEN/NOTIFY channel servers sharing a PostgreSQL database talk on.
-pub const NOTIFY_CHANNEL: &str = "activity_hub";
 
 fn duplicate(event_id: String, deliveries: &str) -> StoreResult<PublishOutcome> {
     let deliveries: Vec<(u64, u64)> = serde_json::from_str(deliveries)

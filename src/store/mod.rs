@@ -61,6 +61,10 @@ pub enum StoreError {
     /// A stored value could not be decoded (a bug or a hand-edited database).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The connection was lost while COMMIT was under way: whether the transaction
+    /// committed is unknown (it was checked and the store could not be reached).
+    #[error("connection lost during commit; outcome unknown: {0}")]
+    CommitUnknown(#[source] sqlx::Error),
     /// Anything else the database said.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -210,6 +214,10 @@ pub struct Store {
     pub(crate) writer: Db,
     health: Arc<watch::Sender<WriteHealth>>,
     page_limit: Arc<PageLimit>,
+    /// How long a commit whose outcome is unknown keeps asking the store what happened.
+    pub(crate) verify_window: Duration,
+    /// The LISTEN/NOTIFY channel of this deployment (PostgreSQL).
+    pub(crate) notify_channel: Arc<str>,
 }
 
 impl Store {
@@ -274,12 +282,29 @@ impl Store {
                 .await?;
             (Db::Sqlite(pool), Db::Sqlite(writer))
         };
-        Ok(Store {
+        let mut store = Store {
             db,
             writer,
             health: Arc::new(watch::channel(WriteHealth::Ok).0),
             page_limit,
-        })
+            verify_window: (opts.acquire_timeout * 3).max(Duration::from_secs(1)),
+            notify_channel: Arc::from(""),
+        };
+        if store.backend() == Backend::Postgres {
+            // NOTIFY channels are database-wide: deployments in other schemas of the same
+            // database must not hear this one's heads. Servers sharing these tables share
+            // the id, so they share the channel.
+            let fresh = uuid::Uuid::now_v7().simple().to_string();
+            let id = store.setting_or_insert("deployment_id", &fresh).await?;
+            let id: String = id.chars().filter(char::is_ascii_alphanumeric).take(32).collect();
+            store.notify_channel = Arc::from(format!("activity_hub_{id}"));
+        }
+        Ok(store)
+    }
+
+    /// The LISTEN/NOTIFY channel of this deployment (empty on SQLite).
+    pub fn notify_channel(&self) -> &str {
+        &self.notify_channel
     }
 
     /// The engine behind this store.
@@ -302,7 +327,7 @@ impl Store {
         let now = match &r {
             Ok(_) => WriteHealth::Ok,
             Err(StoreError::Full(_)) => WriteHealth::Full,
-            Err(StoreError::Unavailable(_)) => WriteHealth::Unavailable,
+            Err(StoreError::Unavailable(_) | StoreError::CommitUnknown(_)) => WriteHealth::Unavailable,
             // Anything else (a unique key taken, a refused row) says nothing about
             // whether the store can write.
             Err(_) => return r,
@@ -316,7 +341,7 @@ impl Store {
     /// [`write_health`](Store::write_health).
     pub async fn probe(&self) -> StoreResult<()> {
         let filler = "x".repeat(PROBE_BYTES);
-        let r = dispatch!(&self.writer, p => {
+        let r = dispatch!(&self.writer, p => async {
             let mut conn = WriteConn::begin(p).await?;
             sqlx::query(
                 "INSERT INTO settings (key, value) VALUES ('write_probe', $1) \
@@ -327,7 +352,7 @@ impl Store {
             .await?;
             sqlx::query("DELETE FROM settings WHERE key = 'write_probe'").execute(&mut *conn).await?;
             conn.commit().await
-        });
+        }.await);
         self.track(r)
     }
 
@@ -435,9 +460,20 @@ impl<DB: Database> WriteConn<DB> {
         for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
         for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     {
-        sqlx::query("COMMIT").execute(&mut *self).await?;
-        drop(self.conn.take());
-        Ok(())
+        match sqlx::query("COMMIT").execute(&mut *self).await {
+            Ok(_) => {
+                drop(self.conn.take());
+                Ok(())
+            }
+            // No answer from a database server: the COMMIT may have been applied. (An
+            // embedded SQLite either committed or did not: its error says which.)
+            Err(e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)))
+                if DB::NAME != "SQLite" =>
+            {
+                Err(StoreError::CommitUnknown(e))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

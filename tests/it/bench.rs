@@ -222,6 +222,62 @@ async fn idle_reports_server_memory_per_subscription() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_churns_losing_nothing_and_reports_server_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("soak.svg");
+    let o = bench(&[
+        "soak",
+        "--subscribers",
+        "12",
+        "--events",
+        "30",
+        "--logins",
+        "1",
+        "--warmup",
+        "300ms",
+        "--duration",
+        "2s",
+        "--rounds-per-minute",
+        "0",
+        // No memory verdict in a test: only that the figures are there and add up.
+        "--max-growth",
+        "100000",
+        // Cheap hashing: a debug build takes seconds per hash at the real costs.
+        "--hub-arg=--password-hash-memory-kib=64",
+        "--hub-arg=--password-hash-iterations=1",
+        "--plot",
+        plot.to_str().unwrap(),
+    ])
+    .await;
+    let run = &ok(&o)["hub"];
+    assert_eq!(run["lost"], 0, "{run}");
+    let rounds = figure(run, "rounds");
+    assert!(rounds >= 1.0, "{run}");
+    // Every round publishes 30 events and each of them reaches its subscriber.
+    assert_eq!(figure(run, "events_published"), rounds * 30.0, "{run}");
+    assert_eq!(figure(run, "events_delivered"), rounds * 30.0, "{run}");
+    assert_eq!(figure(run, "logins"), rounds, "{run}");
+    assert_eq!(run["latency_ms"]["count"].as_f64().unwrap(), rounds * 30.0);
+    assert!(figure(run, "warmup_rounds") >= 1.0, "{run}");
+
+    let (start, end) = (figure(run, "rss_start_mib"), figure(run, "rss_end_mib"));
+    let (low, high) = (figure(run, "rss_min_mib"), figure(run, "rss_max_mib"));
+    assert!(start > 1.0 && end > 1.0, "a server has megabytes: {run}");
+    assert!(
+        low <= start && start <= high && low <= end && end <= high,
+        "{run}"
+    );
+    assert!(figure(run, "rss_peak_mib") >= high, "{run}");
+    let growth = figure(run, "rss_growth_pct");
+    assert!((growth - (end / start - 1.0) * 100.0).abs() < 0.01, "{run}");
+    assert!(figure(run, "rss_slope_mib_per_min").is_finite(), "{run}");
+    let series = run["rss_mib_over_time"].as_array().unwrap();
+    assert!(series.len() >= 2, "start and end at least: {run}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("server RSS"), "{svg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_measures_a_running_server_and_finds_its_process() {
     let db = TestDb::new(Backend::Sqlite).await;
     let port = free_port();
@@ -303,6 +359,8 @@ async fn bad_flags_are_refused_naming_the_flag() {
             &["publish", "--server", "https://hub.example:443"][..],
             "plaintext",
         ),
+        (&["soak", "--durable", "101"][..], "--durable is a percentage"),
+        (&["soak", "--baseline"][..], "soak has no --baseline"),
     ] {
         let o = bench(args).await;
         assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);

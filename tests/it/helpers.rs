@@ -66,6 +66,12 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// Another name for a store that something else keeps alive (e.g. the same
+    /// PostgreSQL schema reached through a proxy).
+    pub fn at(url: String) -> TestDb {
+        TestDb { url, _dir: None }
+    }
+
     pub async fn new(backend: Backend) -> TestDb {
         match backend {
             Backend::Sqlite => {
@@ -142,6 +148,8 @@ pub struct TestServer {
     pub channel: Channel,
     pub stream_stats: Arc<StreamStats>,
     pub hub: activity_hub::hub::Hub,
+    /// The server's store, for tests that inject faults into it.
+    pub store: activity_hub::store::Store,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServerError>>>,
 }
@@ -160,6 +168,7 @@ impl TestServer {
         let app = App::build(config).await.expect("server builds");
         let stream_stats = app.stream_stats();
         let hub = app.hub.clone();
+        let store = app.store.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -180,6 +189,7 @@ impl TestServer {
             channel,
             stream_stats,
             hub,
+            store,
             stop: Some(tx),
             task: Some(task),
         }

@@ -491,7 +491,13 @@ async fn client_deadline_answers_deadline_exceeded_and_cancels_store_work(b: Bac
     let db = TestDb::new(b).await;
     // PostgreSQL holds one more connection for LISTEN.
     let pool = if b == Backend::Sqlite { "1" } else { "2" };
-    let s = TestServer::start(&db, &["--db-max-connections", pool]).await;
+    // The store's own timeout (which answers UNAVAILABLE) is out of the way: this is
+    // about the caller's deadline.
+    let s = TestServer::start(
+        &db,
+        &["--db-max-connections", pool, "--db-acquire-timeout", "30s"],
+    )
+    .await;
     let token = s.admin_token().await;
     let lock = WriteLock::take(&db, b).await;
     let mut users = s.users();
