@@ -213,7 +213,11 @@ pub struct Client {
 /// A failure that says nothing about the request itself: the server was not reached,
 /// is going away, or is overloaded. Safe to retry elsewhere for idempotent calls.
 fn transient(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::Unknown) || s.message().contains("transport error")
+    matches!(s.code(), Code::Unavailable | Code::Unknown)
+        || s.message().contains("transport error")
+        // A call cut by its connection closing (e.g. the server was killed) surfaces as
+        // CANCELLED with the transport error as its source: not an answer either.
+        || std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>())
 }
 
 impl Client {
