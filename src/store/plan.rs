@@ -75,13 +75,14 @@ pub fn first_seqs(counts: &[(u64, i64)], heads: &[(u64, i64)]) -> Result<HashMap
             .get(u)
             .copied()
             .ok_or_else(|| format!("head returned for user {u}, who got no delivery"))?;
-        let first = head - n + 1;
-        if n < 1 || first < 1 {
+        // Checked before any arithmetic: a head near i64::MIN from a wrong answer must be
+        // an error, not an overflow (found by the batch_plan fuzz target).
+        if n < 1 || *head < n {
             return Err(format!(
                 "user {u}: head {head} is below the {n} deliveries just added"
             ));
         }
-        next.insert(*u, first as u64);
+        next.insert(*u, (head - n + 1) as u64);
     }
     if let Some((u, _)) = counts.iter().find(|(u, _)| !next.contains_key(u)) {
         return Err(format!("no head returned for user {u}"));
