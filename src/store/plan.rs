@@ -184,6 +184,14 @@ mod tests {
             first_seqs(&counts, &[(1, 5), (2, 1)]).is_err(),
             "a head below its count"
         );
+        assert!(
+            first_seqs(&[(1, 1)], &[(1, i64::MIN)]).is_err(),
+            "no overflow on a wild head"
+        );
+        assert!(
+            first_seqs(&[(1, 3)], &[(1, i64::MIN)]).is_err(),
+            "no overflow on a wild head"
+        );
     }
 
     #[test]
