@@ -115,24 +115,6 @@ pub enum SubMsg {
 /// The longest a subscription waits for one store read before it gives up on it.
 const STORE_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-impl SubMsg {
-    fn name(&self) -> &'static str {
-        match self {
-            SubMsg::Live(_) => "live",
-            SubMsg::Head(_) => "head",
-            SubMsg::Recheck => "recheck",
-            SubMsg::Ack(_) => "ack",
-            SubMsg::Fetch => "fetch",
-            SubMsg::Tick => "tick",
-            SubMsg::Writable => "writable",
-            SubMsg::Fail(_) => "fail",
-            SubMsg::Replaced => "replaced",
-            SubMsg::ClientGone => "client-gone",
-            SubMsg::Inspect(_) => "inspect",
-        }
-    }
-}
-
 /// What the actor writes to its outbox: small (32 bytes) so an idle stream's channel
 /// costs little, and events stay shared `Arc`s until the transport task encodes them.
 pub enum Out {
@@ -283,9 +265,6 @@ impl Actor for Subscription {
         msg: SubMsg,
         s: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        tracing::trace!(actor = %myself.get_id(), user_id = s.p.user_id, tail = s.tail, known_head = s.known_head, behind = s.behind,
-            pending = s.pending.len(), fetch_scheduled = s.fetch_scheduled, awaiting_room = s.awaiting_room,
-            msg = msg.name(), seqs = ?match &msg { SubMsg::Live(e) => e.iter().map(|e| e.seq).collect::<Vec<_>>(), _ => vec![] }, "subscription message");
         match msg {
             SubMsg::Live(events) => {
                 for ev in events {
