@@ -1,26 +1,32 @@
-//! Generates the gRPC code from `proto/` with a vendored `protoc`, so a machine with only
-//! the Rust toolchain builds the crate, and writes a file descriptor set for reflection.
+//! Generates the gRPC service traits from `proto/` with a vendored `protoc`, so a machine
+//! with only the Rust toolchain builds the crate, on top of the messages of
+//! `activity-hub-proto` (`extern_path`: one Rust type per message, shared with the client),
+//! and writes the file descriptor set that reflection serves.
 
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    env::set_var("PROTOC", protoc);
+    env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
+    let mut build = tonic_prost_build::configure()
+        .build_client(false)
         .file_descriptor_set_path(out.join("activity_hub_descriptor.bin"))
-        .bytes(".activity.v1.Event.payload")
-        .bytes(".activity.v1.PublishRequest.payload")
-        // Small per-call codec buffers: see `LeanCodec` in src/proto.rs.
-        .codec_path("crate::proto::LeanCodec")
-        .compile_protos(
-            &[
-                "proto/user/v1/user.proto",
-                "proto/auth/v1/auth.proto",
-                "proto/activity/v1/activity.proto",
-            ],
-            &["proto"],
-        )?;
+        // Small per-call codec buffers: see `activity_hub_proto::LeanCodec`.
+        .codec_path("::activity_hub_proto::LeanCodec");
+    for package in ["user", "auth", "activity"] {
+        build = build.extern_path(
+            format!(".{package}.v1"),
+            format!("::activity_hub_proto::{package}::v1"),
+        );
+    }
+    build.compile_protos(
+        &[
+            "proto/user/v1/user.proto",
+            "proto/auth/v1/auth.proto",
+            "proto/activity/v1/activity.proto",
+        ],
+        &["proto"],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

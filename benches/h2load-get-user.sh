@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GetUser (with bearer auth) on the release binary vs Health/Check on the same server vs
 # Health/Check and an in-memory GetUser on a bare tonic server
-# (`activity-hub bench serve-baseline`), under h2load (an independent HTTP/2 client),
+# (`activity-hub-bench serve-baseline`), under h2load (an independent HTTP/2 client),
 # alternating, so the three are measured side by side in one run.
 #
 # usage: benches/h2load-get-user.sh [ROUNDS] [SECS]     (needs h2load: nghttp2-client)
@@ -16,7 +16,7 @@ rounds=${1:-3}
 secs=${2:-8}
 here=$(cd "$(dirname "$0")/.." && pwd)
 h2=$here/../shared/tools/h2load-unary.sh
-cargo build -q --release --bin activity-hub
+cargo build -q --release -p activity-hub -p activity-hub-bench
 work=$(mktemp -d)
 secret=bench-secret-bench-secret-bench-secret
 "$here/target/release/activity-hub" serve --listen 127.0.0.1:50777 --metrics-listen 127.0.0.1:59464 \
@@ -24,13 +24,14 @@ secret=bench-secret-bench-secret-bench-secret
   --bootstrap-admin-email admin@bench.test --bootstrap-admin-password admin-password \
   --user-rate-limit 100000000 --user-rate-burst 100000000 2>"$work/hub.log" &
 hub=$!
-"$here/target/release/activity-hub" bench serve-baseline --listen 127.0.0.1:50778 >/dev/null 2>&1 &
+"$here/target/release/activity-hub-bench" serve-baseline --listen 127.0.0.1:50778 >/dev/null 2>&1 &
 baresrv=$!
 base=""
 if [ -n "${BASE_BIN:-}" ]; then
   "$BASE_BIN" serve --listen 127.0.0.1:50779 --metrics-listen 127.0.0.1:59465 \
     --database-url "sqlite://$work/base.db" --auth-secret "$secret" \
-    --bootstrap-admin-email admin@bench.test --bootstrap-admin-password admin-password 2>"$work/base.log" &
+    --bootstrap-admin-email admin@bench.test --bootstrap-admin-password admin-password \
+    --user-rate-limit 100000000 --user-rate-burst 100000000 2>"$work/base.log" &
   base=$!
 fi
 trap 'kill $hub $baresrv $base 2>/dev/null; rm -rf "$work"' EXIT

@@ -1,8 +1,10 @@
 //! The load tool's scenarios as a cargo bench, at the sizes `benches/RESULTS.md` reports:
-//! each runs `activity-hub bench <scenario> ... --baseline` on the release binary, so the
-//! hub and the bare tonic baseline are measured back to back in one run.
+//! each runs `activity-hub bench <scenario> ... --baseline` on the release binary (which
+//! hands over to the `activity-hub-bench` beside it), so the hub and the bare tonic
+//! baseline are measured back to back in one run.
 //!
 //! ```text
+//! cargo build --release -p activity-hub-bench   # once: the load tool itself
 //! cargo bench --bench hub                  # every scenario
 //! cargo bench --bench hub -- fanout        # the scenarios whose name starts with "fanout"
 //! cargo bench --bench hub -- latency --rate 20000   # flags after the name go to the tool

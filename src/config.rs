@@ -10,7 +10,7 @@ use crate::auth::password::{OWASP_ITERATIONS, OWASP_MEMORY_KIB};
 /// activity-hub: durable, ordered per-user activity streams over gRPC, and the user
 /// accounts behind them.
 #[derive(Debug, Parser)]
-#[command(name = "activity-hub", version, about, long_about = None, propagate_version = true, after_help = crate::cli::EXIT_CODES)]
+#[command(name = "activity-hub", version, about, long_about = None, propagate_version = true, after_help = activity_hub_client::cli::EXIT_CODES)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -22,11 +22,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (gRPC on --listen, Prometheus metrics on --metrics-listen).
     Serve(Box<ServeConfig>),
-    /// Measure a hub (started here, or --server) under load: throughput, latency, memory.
-    Bench(Box<crate::bench::BenchArgs>),
+    /// Measure a hub under load: runs `activity-hub-bench` (installed beside this binary)
+    /// with these arguments; `activity-hub bench --help` shows its own help.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// The load tool's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// The client commands.
     #[command(flatten)]
-    Client(Box<crate::cli::Cmd>),
+    Client(Box<activity_hub_client::cli::Cmd>),
 }
 
 /// Whether GetUser and authentication read users through the in-process cache.

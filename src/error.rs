@@ -9,8 +9,7 @@ use tonic::{Code, Status};
 
 use crate::store::StoreError;
 
-/// Response metadata key: milliseconds after which a rate-limited call may succeed.
-pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+pub use activity_hub_proto::RETRY_AFTER_MS;
 
 /// What went wrong, in the terms of the spec's error table.
 #[derive(Debug, thiserror::Error)]

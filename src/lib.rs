@@ -22,10 +22,12 @@
 //! - [`memory`]: glibc allocator settings so freed memory goes back to the system.
 //! - [`telemetry`]: log formats and the optional OpenTelemetry (OTLP) export.
 //! - [`error`]: [`error::ApiError`] and the one place it becomes a `tonic::Status`.
-//! - [`proto`]: generated code; nothing outside the service edges speaks prost.
-//! - [`bench`]: the load tool (`activity-hub bench`) and its bare tonic baseline.
-//! - [`client`]: the Rust client: load balancing over endpoints, health checks, circuit
-//!   breakers, retries, and subscriptions that resume by themselves.
+//! - [`proto`]: the wire types of `activity-hub-proto` plus the generated service
+//!   traits; nothing outside the service edges speaks prost.
+//!
+//! The rest of the workspace: `activity-hub-proto` (messages, client stubs, wire
+//! constants), `activity-hub-client` (the Rust client and, behind its `cli` feature, the
+//! command-line commands this binary runs) and `activity-hub-bench` (the load tool).
 //!
 //! A unary call: tonic decodes the request -> the service authenticates the bearer token
 //! (a cached verification and a cached user look-up) -> the policy decides -> the domain
@@ -35,20 +37,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
-/// `println!` for command output that ignores a closed standard output (`... | head`)
-/// instead of panicking.
-macro_rules! out {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
-    }};
-}
-
 pub mod activity;
 pub mod auth;
-pub mod bench;
-pub mod cli;
-pub mod client;
 pub mod config;
 pub mod error;
 pub mod hub;

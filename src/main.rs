@@ -1,13 +1,12 @@
 //! The `activity-hub` binary: `serve` parses the configuration, installs logging and
 //! metrics, binds, and hands over to [`activity_hub::server::run`]; every other
-//! subcommand is a client command run by [`activity_hub::cli`].
+//! subcommand is a client command run by `activity_hub_client::cli`, and `bench` runs
+//! the load tool installed beside this binary.
 
 use std::process::ExitCode;
 
-use activity_hub::{
-    cli as c,
-    config::{Cli, Command, ServeConfig},
-};
+use activity_hub::config::{Cli, Command, ServeConfig};
+use activity_hub_client::cli as c;
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -28,7 +27,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Client(cmd) => runtime.block_on(c::run(*cmd)),
-        Command::Bench(args) => runtime.block_on(activity_hub::bench::run(*args)),
+        Command::Bench { args } => bench(args),
     }
 }
 
@@ -61,6 +60,36 @@ async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
     let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     result?;
     Ok(())
+}
+
+/// `activity-hub bench ARGS`: runs `activity-hub-bench ARGS` from this binary's folder
+/// (where `cargo build` and `cargo install` put both), so the load tool's plotting and
+/// histogram dependencies stay out of the server. Its exit status is passed on.
+fn bench(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let tool = std::env::current_exe()
+        .map(|me| me.with_file_name(format!("activity-hub-bench{}", std::env::consts::EXE_SUFFIX)));
+    let tool = match tool {
+        Ok(t) if t.is_file() => t,
+        Ok(t) => {
+            eprintln!(
+                "error: the load tool is not installed beside this binary ({}): build it with \
+                 `cargo build --release -p activity-hub-bench`, or run it directly",
+                t.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: cannot find this binary's folder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match std::process::Command::new(&tool).args(args).status() {
+        Ok(s) => ExitCode::from(s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {}: {e}", tool.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,4 +1,5 @@
-//! The load tool (`activity-hub bench`), run as the real binary at toy sizes: every
+//! The load tool, run as the real binaries at toy sizes through `activity-hub bench`
+//! (which runs `activity-hub-bench` from its own folder, so these also check that hand-off): every
 //! scenario against a hub it starts itself (SQLite, or the PostgreSQL under test) and the
 //! bare baseline, and against a hub that is already running (`--server`). The counts it
 //! reports come from what its subscribers received, so they are checked exactly.
@@ -21,6 +22,12 @@ struct Out {
 }
 
 async fn bench(args: &[&str]) -> Out {
+    let tool = std::path::Path::new(env!("CARGO_BIN_EXE_activity-hub")).with_file_name("activity-hub-bench");
+    assert!(
+        tool.is_file(),
+        "{} is missing: run the workspace's tests (`cargo test` at the top), which build it",
+        tool.display()
+    );
     let home = tempfile::tempdir().unwrap();
     let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_activity-hub"))
         .arg("bench")

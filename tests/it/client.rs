@@ -3,10 +3,7 @@
 
 use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
-use activity_hub::{
-    client::{Client, ClientConfig, SubscribeOptions},
-    proto::activity::v1::PublishRequest,
-};
+use activity_hub_client::{proto::activity::v1::PublishRequest, Client, ClientConfig, SubscribeOptions};
 use futures_util::StreamExt;
 
 use crate::{
@@ -135,7 +132,7 @@ async fn calls_fail_over_past_a_dead_endpoint_and_balance_over_live_ones() {
     // Found dead by the first health check or the breaker, whichever came first; either
     // way it costs at most the breaker's threshold of failed calls, each retried.
     assert!(st[0].failed <= 2, "the dead endpoint is skipped: {st:?}");
-    assert!(!st[0].healthy || st[0].breaker == activity_hub::client::BreakerState::Open);
+    assert!(!st[0].healthy || st[0].breaker == activity_hub_client::BreakerState::Open);
     assert!(
         st[1].answered >= 10 && st[2].answered >= 10,
         "round robin over live endpoints: {st:?}"

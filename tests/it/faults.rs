@@ -82,7 +82,7 @@ fn publishers(
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let a = rs[(t + i * tasks) % rs.len()];
-                    let to = if i % 4 == 0 {
+                    let to = if i.is_multiple_of(4) {
                         let b = rs[(t + i * tasks + 1) % rs.len()];
                         let mut v = vec![a, b];
                         v.sort_unstable();

@@ -175,7 +175,7 @@ async fn unreadable_tls_files_are_named_at_startup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_client_speaks_mtls() {
-    use activity_hub::client::{Client, ClientConfig};
+    use activity_hub_client::{Client, ClientConfig};
     let pki = pki();
     let db = TestDb::new(Backend::Sqlite).await;
     let s = pki.server(&db, true).await;

@@ -1,28 +1,8 @@
-//! `activity-hub bench`: the load tool, in the spirit of `nats bench` and `ghz`.
-//!
-//! Each scenario drives a hub with one traffic shape and reports throughput, latency
-//! (an HdrHistogram of microseconds) and correctness counters (errors, events lost).
-//! By default the hub is started from this very binary on a temporary SQLite file, so a
-//! run needs nothing else; `--server` measures a hub that is already running.
-//! `--baseline` runs the same shape against a bare tonic server (the same services with
-//! nothing behind them: no store, no auth, no acks, no windows) in the same run and
-//! prints hub/baseline ratios, which travel between machines better than absolutes.
-//!
-//! - [`target`]: starting, reaching and inspecting the server under test.
-//! - [`bare`]: the baseline server (`activity-hub bench serve-baseline`).
-//! - [`scenarios`]: the traffic shapes.
-//! - [`report`]: the summary table, JSON and the latency-percentile plot.
+//! The command line of the load tool: the scenario and its sizes, the hub to measure.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
-
-mod bare;
-mod report;
-mod scenarios;
-mod target;
-
-pub use bare::serve as serve_baseline;
 
 /// What traffic to generate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -63,18 +43,18 @@ pub enum Acks {
     None,
 }
 
-/// `activity-hub bench SCENARIO`: sizes default per scenario (shown in brackets).
+/// `activity-hub-bench SCENARIO`: sizes default per scenario (shown in brackets).
 #[derive(Clone, Debug, Args)]
 #[command(after_help = "\
 Examples:
-  activity-hub bench get-user --baseline --duration 10s
-  activity-hub bench publish --events 200000 --streams 4
-  activity-hub bench fanout --subscribers 1000 --events 200 --ack explicit --plot fanout.svg
-  activity-hub bench latency --subscribers 1000 --rate 10000 --duration 10s --baseline
-  activity-hub bench idle --subscribers 10000
-  activity-hub bench reconnect-storm --subscribers 1000 --events 20
-  activity-hub bench soak --warmup 60s --duration 10m --plot soak.svg
-  activity-hub bench fanout --server http://10.0.0.5:50051 --token \"$ADMIN_TOKEN\"
+  activity-hub-bench get-user --baseline --duration 10s
+  activity-hub-bench publish --events 200000 --streams 4
+  activity-hub-bench fanout --subscribers 1000 --events 200 --ack explicit --plot fanout.svg
+  activity-hub-bench latency --subscribers 1000 --rate 10000 --duration 10s --baseline
+  activity-hub-bench idle --subscribers 10000
+  activity-hub-bench reconnect-storm --subscribers 1000 --events 20
+  activity-hub-bench soak --warmup 60s --duration 10m --plot soak.svg
+  activity-hub-bench fanout --server http://10.0.0.5:50051 --token \"$ADMIN_TOKEN\"
 
 Exit status: 0 when every call succeeded, nothing was lost and (soak) server RSS grew by at
 most --max-growth, 1 otherwise, 2 for bad flags.")]
@@ -83,8 +63,9 @@ pub struct BenchArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
 
-    /// Hub to measure (plaintext h2c URL). Default: start a hub from this binary on a
-    /// temporary SQLite file (or --database-url) and stop it afterwards.
+    /// Hub to measure (plaintext h2c URL). Default: start a hub (the `activity-hub`
+    /// binary beside this one, or --hub-bin) on a temporary SQLite file (or
+    /// --database-url) and stop it afterwards.
     #[arg(long, env = "HUB_BENCH_SERVER")]
     pub server: Option<String>,
     /// Token of an admin on --server (default: HUB_TOKEN, else the one `login` saved);
@@ -98,7 +79,8 @@ pub struct BenchArgs {
     /// Store of the started hub [a temporary SQLite file].
     #[arg(long)]
     pub database_url: Option<String>,
-    /// Binary of the started hub [this one]: measure another build side by side.
+    /// Binary of the started hub [the `activity-hub` beside this one]: measure another
+    /// build side by side.
     #[arg(long)]
     pub hub_bin: Option<PathBuf>,
     /// Extra flag for the started hub, repeatable: `--hub-arg=--publish-batch-max=2048`.
@@ -198,7 +180,7 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     /// Refuses sizes that cannot make a run, naming the flag.
-    fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         let positive = [
             ("--concurrency", self.concurrency as u64),
             ("--streams", self.streams as u64),
@@ -242,51 +224,5 @@ impl BenchArgs {
             return Err("--database-url and --hub-bin apply to a started hub, not to --server".into());
         }
         Ok(())
-    }
-}
-
-/// Runs `activity-hub bench`; the exit status says whether the run was clean.
-pub async fn run(args: BenchArgs) -> ExitCode {
-    if let Err(e) = args.validate() {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
-    if args.scenario == Scenario::ServeBaseline {
-        return match bare::serve(args.listen).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: --listen {}: {e}", args.listen);
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let outcome = tokio::select! {
-        r = scenarios::run(&args) => r,
-        // Dropping the run stops the servers it started and removes their files.
-        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
-    };
-    match outcome {
-        Ok(report) => {
-            if let Err(e) = report.emit(&args) {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-            let over = report.over_budget();
-            for o in &over {
-                eprintln!("error: {o}");
-            }
-            if report.clean() {
-                ExitCode::SUCCESS
-            } else {
-                if !report.correct() {
-                    eprintln!("error: the run had failed calls or lost events (see the report)");
-                }
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
     }
 }

@@ -14,7 +14,7 @@ use tonic::{
 };
 
 use super::{BenchArgs, Scenario};
-use crate::proto::{
+use activity_hub_client::proto::{
     auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
     user::v1::{
         get_user_request::Identifier as UserKey, user_service_client::UserServiceClient, CreateUserRequest,
@@ -103,7 +103,7 @@ impl Target {
             let token = args
                 .token
                 .clone()
-                .or_else(crate::cli::saved_token)
+                .or_else(activity_hub_client::token::saved)
                 .ok_or("--server needs an admin's token: --token, HUB_TOKEN or `activity-hub login`")?;
             let auth = format!("Bearer {token}")
                 .parse()
@@ -129,7 +129,10 @@ impl Target {
         let this = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let mut cmd = match kind {
             Kind::Hub => {
-                let exe = args.hub_bin.clone().unwrap_or(this);
+                let exe = match &args.hub_bin {
+                    Some(bin) => bin.clone(),
+                    None => hub_beside(&this)?,
+                };
                 let db = args
                     .database_url
                     .clone()
@@ -167,7 +170,7 @@ impl Target {
             }
             Kind::Baseline => {
                 let mut cmd = tokio::process::Command::new(this);
-                cmd.args(["bench", "serve-baseline", "--listen", &addr]);
+                cmd.args(["serve-baseline", "--listen", &addr]);
                 cmd
             }
         };
@@ -440,6 +443,21 @@ fn listening_pid(url: &str) -> Option<u32> {
         }
     }
     None
+}
+
+/// The `activity-hub` binary in the folder of `this` one (how `cargo build` and
+/// `cargo install` lay them out), or an error that says what to do.
+fn hub_beside(this: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let hub = this.with_file_name(format!("activity-hub{}", std::env::consts::EXE_SUFFIX));
+    if hub.is_file() {
+        Ok(hub)
+    } else {
+        Err(format!(
+            "no activity-hub binary beside this one ({}): build it (`cargo build --release -p activity-hub`) \
+             or pass --hub-bin",
+            hub.display()
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,182 @@
+//! The traffic shapes. Each runs against one [`Target`] and returns a [`Run`]: figures,
+//! a latency histogram (microseconds) and what went wrong (failed calls, lost events).
+//!
+//! Publish -> deliver latency is measured inside this process: the first 8 bytes of each
+//! payload carry the time the event was *meant* to be sent (microseconds since the run's
+//! base instant), so a publisher that falls behind its schedule does not hide the delay
+//! (no coordinated omission).
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{transport::Channel, Streaming};
+
+use super::{
+    report::{Figure, Report, Run},
+    target::{Auth, Kind, Target},
+    Acks, BenchArgs, Scenario,
+};
+use activity_hub_client::{
+    proto::{
+        activity::v1::{
+            activity_service_client::ActivityServiceClient, subscribe_request, subscribe_response, Ack,
+            AckMode, PublishRequest, Start, StartFrom, SubscribeRequest, SubscribeResponse, Subscribed,
+        },
+        user::v1::{get_user_request::Identifier, user_service_client::UserServiceClient, GetUserRequest},
+    },
+    OpenStream,
+};
+
+mod common;
+mod fanout;
+mod get_user;
+mod idle;
+mod latency;
+mod publish;
+mod reconnect_storm;
+mod soak;
+
+use crate::ui::Ui;
+use common::*;
+
+/// Most recipients of one publish (the hub's default `--max-recipients`).
+const RECIPIENTS_PER_PUBLISH: usize = 10_000;
+/// Subscriptions opened at once while setting up (a storm opens all at once).
+const OPEN_BURST: usize = 256;
+
+/// Runs the chosen scenario against the hub and, with `--baseline`, the baseline.
+pub(crate) async fn run(a: &BenchArgs) -> Result<Report, String> {
+    let mut report = Report::new(a.scenario, shape(a), settings(a));
+    let kinds = [Kind::Hub]
+        .into_iter()
+        .chain(a.baseline.then_some(Kind::Baseline));
+    for kind in kinds {
+        let ui = Ui {
+            quiet: a.quiet,
+            who: kind.name(),
+        };
+        ui.say(&format!("starting: {}", report.shape));
+        let t = Target::start(kind, a).await?;
+        let result = match a.scenario {
+            Scenario::GetUser => get_user::get_user(&t, a, &ui).await,
+            Scenario::Publish => publish::publish(&t, a, &ui).await,
+            Scenario::Fanout => fanout::fanout(&t, a, &ui).await,
+            Scenario::Latency => latency::latency(&t, a, &ui).await,
+            Scenario::Idle => idle::idle(&t, a, &ui).await,
+            Scenario::ReconnectStorm => reconnect_storm::reconnect_storm(&t, a, &ui).await,
+            Scenario::Soak => soak::soak(&t, a, &ui).await,
+            Scenario::ServeBaseline => unreachable!("served before any scenario runs"),
+        };
+        if !t.started_here() && !a.keep_users {
+            ui.say("deleting the users the bench created (--keep-users keeps them)");
+            match t.remove_users().await {
+                Ok(0) => {}
+                Ok(n) => ui.say(&format!("{n} bench users could not be deleted")),
+                Err(e) => ui.say(&format!("could not delete the bench users: {e}")),
+            }
+        }
+        let run = result.map_err(|e| {
+            let log = t.log_tail();
+            if log.is_empty() {
+                format!("{}: {e}", kind.name())
+            } else {
+                format!("{}: {e}\nits last log lines:\n{log}", kind.name())
+            }
+        })?;
+        report.runs.push((kind, run));
+    }
+    Ok(report)
+}
+
+fn subscribers(a: &BenchArgs) -> usize {
+    a.subscribers.unwrap_or(match a.scenario {
+        Scenario::Idle => 10_000,
+        Scenario::Soak => 200,
+        _ => 1_000,
+    })
+}
+
+/// The flags that shaped the run, for the JSON report.
+fn settings(a: &BenchArgs) -> serde_json::Value {
+    serde_json::json!({
+        "server": a.server.as_deref().unwrap_or("started"),
+        // The kind of store only: a URL may carry a password.
+        "store": match (&a.server, &a.database_url) {
+            (Some(_), _) => "unknown",
+            (None, None) => "temporary sqlite",
+            (None, Some(url)) if url.starts_with("postgres") => "postgres",
+            (None, Some(_)) => "sqlite",
+        },
+        "hub_args": a.hub_args,
+        "connections": a.connections,
+        "concurrency": a.concurrency,
+        "streams": a.streams,
+        "inflight": a.inflight,
+        "streams_per_connection": a.streams_per_connection,
+        "subscribers": subscribers(a),
+        "events": a.events,
+        "recipients": a.recipients,
+        "rate": a.rate,
+        "duration_ms": a.duration.as_millis() as u64,
+        "warmup_ms": a.warmup.as_millis() as u64,
+        "payload_size": a.payload_size,
+        "ack": format!("{:?}", a.ack).to_lowercase(),
+        "ack_every": a.ack_every,
+        "baseline": a.baseline,
+        "durable_pct": a.durable,
+        "logins": a.logins,
+        "rounds_per_minute": a.rounds_per_minute,
+        "max_growth_pct": a.max_growth,
+    })
+}
+
+/// One line saying what traffic the run makes.
+fn shape(a: &BenchArgs) -> String {
+    let n = subscribers(a);
+    let ack = match a.ack {
+        Acks::Explicit => format!("explicit acks every {}", a.ack_every),
+        Acks::None => "ACK_MODE_NONE".into(),
+    };
+    match a.scenario {
+        Scenario::GetUser => format!(
+            "GetUser by id with a bearer token, {} connections x {} in flight, {:?} after {:?} warm-up",
+            a.connections.unwrap_or(4),
+            a.concurrency,
+            a.duration,
+            a.warmup
+        ),
+        Scenario::Publish => format!(
+            "{} events over {} PublishStream streams ({} in flight each), one of {} recipients each, {} B payloads",
+            a.events.unwrap_or(200_000),
+            a.streams,
+            a.inflight,
+            a.recipients,
+            a.payload_size
+        ),
+        Scenario::Fanout => format!(
+            "{} events each to all of {n} subscribers, {ack}, {} B payloads",
+            a.events.unwrap_or(200),
+            a.payload_size
+        ),
+        Scenario::Latency => format!(
+            "{} events/s for {:?}, each to one of {n} subscribers (round robin), explicit acks",
+            a.rate, a.duration
+        ),
+        Scenario::Idle => format!("{n} idle subscriptions held for {:?}", a.duration),
+        Scenario::ReconnectStorm => format!(
+            "{n} durable subscribers get {e} events, drop at once, miss {e}, resume at once while {e} more are published",
+            e = a.events.unwrap_or(20)
+        ),
+        Scenario::Soak => soak::shape(a, n, &ack),
+        Scenario::ServeBaseline => String::new(),
+    }
+}

@@ -1,0 +1,138 @@
+//! The typed calls of [`Client`]: Login, the user CRUD, Publish, ListEvents and the
+//! health check, each marked idempotent (retried on transient failures) or not.
+
+use activity_hub_proto::{
+    activity::v1::{self as apb, activity_service_client::ActivityServiceClient},
+    auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
+    user::v1::{self as upb, get_user_request, user_service_client::UserServiceClient},
+};
+
+use crate::{Client, ClientError};
+
+impl Client {
+    /// Logs in by email (or username, when `identifier` has no `@`); returns the token.
+    pub async fn login(&self, identifier: &str, password: &str) -> Result<String, ClientError> {
+        let id = if identifier.contains('@') {
+            Identifier::Email(identifier.into())
+        } else {
+            Identifier::Username(identifier.into())
+        };
+        let msg = LoginRequest {
+            identifier: Some(id),
+            password: password.into(),
+        };
+        // Login is safe to retry: it has no effect but a last-login time.
+        let r = self
+            .unary(true, msg, |ch, r| async move {
+                AuthServiceClient::new(ch).login(r).await
+            })
+            .await?;
+        Ok(r.access_token)
+    }
+
+    /// GetUser by id (retried on transient failures).
+    pub async fn get_user(&self, id: u64) -> Result<upb::User, ClientError> {
+        self.find_user(get_user_request::Identifier::UserId(id)).await
+    }
+
+    /// Publishes one event. Without an `idempotency_key` the client makes one, so the
+    /// publish can be retried safely (the hub answers a repeat with the first event's
+    /// deliveries and `duplicate = true`); pass `retry = false` to send it once only.
+    pub async fn publish(
+        &self,
+        mut req: apb::PublishRequest,
+        retry: bool,
+    ) -> Result<apb::PublishResponse, ClientError> {
+        if retry && req.idempotency_key.is_empty() {
+            req.idempotency_key = uuid::Uuid::now_v7().to_string();
+        }
+        let idempotent = retry && !req.idempotency_key.is_empty();
+        self.unary(idempotent, req, |ch, r| async move {
+            ActivityServiceClient::new(ch).publish(r).await
+        })
+        .await
+    }
+
+    /// A page of a user's events (retried on transient failures).
+    pub async fn list_events(
+        &self,
+        req: apb::ListEventsRequest,
+    ) -> Result<apb::ListEventsResponse, ClientError> {
+        self.unary(true, req, |ch, r| async move {
+            ActivityServiceClient::new(ch).list_events(r).await
+        })
+        .await
+    }
+
+    /// A user by id, email or username (retried on transient failures).
+    pub async fn find_user(
+        &self,
+        identifier: get_user_request::Identifier,
+    ) -> Result<upb::User, ClientError> {
+        let msg = upb::GetUserRequest {
+            identifier: Some(identifier),
+        };
+        self.unary(true, msg, |ch, r| async move {
+            UserServiceClient::new(ch).get_user(r).await
+        })
+        .await
+    }
+
+    /// Creates a user (sent once: a blind retry could meet its own ALREADY_EXISTS).
+    pub async fn create_user(&self, msg: upb::CreateUserRequest) -> Result<upb::User, ClientError> {
+        self.unary(false, msg, |ch, r| async move {
+            UserServiceClient::new(ch).create_user(r).await
+        })
+        .await
+    }
+
+    /// Sets the given fields (idempotent: retried on transient failures).
+    pub async fn update_user(&self, msg: upb::UpdateUserRequest) -> Result<upb::User, ClientError> {
+        self.unary(true, msg, |ch, r| async move {
+            UserServiceClient::new(ch).update_user(r).await
+        })
+        .await
+    }
+
+    /// Deletes a user (sent once).
+    pub async fn delete_user(&self, id: u64) -> Result<(), ClientError> {
+        let msg = upb::GetUserRequest {
+            identifier: Some(get_user_request::Identifier::UserId(id)),
+        };
+        self.unary(false, msg, |ch, r| async move {
+            UserServiceClient::new(ch).delete_user(r).await
+        })
+        .await
+    }
+
+    /// A page of users (retried on transient failures).
+    pub async fn list_users(
+        &self,
+        msg: upb::ListUsersRequest,
+    ) -> Result<upb::ListUsersResponse, ClientError> {
+        self.unary(true, msg, |ch, r| async move {
+            UserServiceClient::new(ch).list_users(r).await
+        })
+        .await
+    }
+
+    /// grpc.health.v1 status of every endpoint, checked now: `(uri, status name)`.
+    pub async fn health(&self) -> Vec<(String, String)> {
+        use tonic_health::pb::{
+            health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+        };
+        let mut out = Vec::new();
+        for node in &self.inner.nodes {
+            let mut req = self.request(HealthCheckRequest::default());
+            req.set_timeout(self.inner.cfg.deadline);
+            let status = match HealthClient::new(node.channel.clone()).check(req).await {
+                Ok(r) => ServingStatus::try_from(r.into_inner().status)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_else(|_| "UNKNOWN".into()),
+                Err(s) => format!("UNREACHABLE ({})", s.message()),
+            };
+            out.push((node.uri.clone(), status));
+        }
+        out
+    }
+}

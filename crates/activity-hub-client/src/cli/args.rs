@@ -1,0 +1,239 @@
+//! The clap definitions of the client commands and their flags.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Subcommand, ValueEnum};
+
+/// Options every client command takes.
+#[derive(Clone, Debug, Args)]
+pub struct Conn {
+    /// Server URL; repeat or separate with commas for several (calls are balanced).
+    #[arg(
+        long = "server",
+        env = "HUB_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub servers: Vec<String>,
+    /// Access token (default: the one `activity-hub login` saved).
+    #[arg(long, env = "HUB_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON (one object, or one per line when following) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// CA certificate (PEM) to trust for https:// servers.
+    #[arg(long, global = true)]
+    pub ca: Option<PathBuf>,
+    /// Deadline of each call, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
+}
+
+/// `activity-hub login`.
+#[derive(Clone, Debug, Args)]
+pub struct LoginArgs {
+    /// Email or username.
+    pub identifier: String,
+    /// Password (default: HUB_PASSWORD, else one line read from standard input).
+    #[arg(long, env = "HUB_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// `activity-hub user ...`.
+#[derive(Clone, Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    #[allow(missing_docs)]
+    pub cmd: UserCmd,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// User subcommands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user.
+    Create {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// Username (3-32 characters).
+        #[arg(long)]
+        username: String,
+        /// Password (default: HUB_NEW_PASSWORD, else one line from standard input).
+        #[arg(long, env = "HUB_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// First name.
+        #[arg(long, default_value = "")]
+        first_name: String,
+        /// Last name.
+        #[arg(long, default_value = "")]
+        last_name: String,
+        /// Roles (repeat): user, admin, moderator, publisher.
+        #[arg(long = "role", value_enum)]
+        roles: Vec<RoleArg>,
+    },
+    /// Show a user by id, email or username.
+    Get {
+        /// Id, email or username.
+        who: String,
+    },
+    /// List users.
+    List {
+        /// Page size (at most 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Page number, from 1.
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        /// Substring of email, username or name.
+        #[arg(long, default_value = "")]
+        search: String,
+    },
+    /// Change a user's fields.
+    Update {
+        /// User id.
+        id: u64,
+        /// New username.
+        #[arg(long)]
+        username: Option<String>,
+        /// New first name.
+        #[arg(long)]
+        first_name: Option<String>,
+        /// New last name.
+        #[arg(long)]
+        last_name: Option<String>,
+        /// New bio.
+        #[arg(long)]
+        bio: Option<String>,
+    },
+    /// Delete a user.
+    Delete {
+        /// User id.
+        id: u64,
+    },
+}
+
+/// A role on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    /// USER_ROLE_USER.
+    User,
+    /// USER_ROLE_ADMIN.
+    Admin,
+    /// USER_ROLE_MODERATOR.
+    Moderator,
+    /// USER_ROLE_PUBLISHER.
+    Publisher,
+}
+
+/// `activity-hub publish`.
+#[derive(Clone, Debug, Args)]
+pub struct PublishArgs {
+    /// Recipient user ids (comma-separated or repeated).
+    #[arg(long = "to", required = true, value_delimiter = ',')]
+    pub to: Vec<u64>,
+    /// Event type, e.g. `order.filled`.
+    #[arg(long = "type")]
+    pub event_type: String,
+    /// Payload text (default: empty).
+    #[arg(long, default_value = "", conflicts_with = "payload_file")]
+    pub payload: String,
+    /// Read the payload from this file (`-` = standard input).
+    #[arg(long)]
+    pub payload_file: Option<PathBuf>,
+    /// Content type of the payload.
+    #[arg(long, default_value = "")]
+    pub content_type: String,
+    /// Idempotency key (default: one is generated, so retries cannot publish twice).
+    #[arg(long)]
+    pub key: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// `activity-hub subscribe`.
+#[derive(Clone, Debug, Args)]
+pub struct SubscribeArgs {
+    /// Whose events (default: yours).
+    #[arg(long, default_value_t = 0)]
+    pub user: u64,
+    /// Durable consumer name; with it, a later `subscribe` resumes where this one stopped.
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// Where to start: `cursor` (default with --consumer), `latest` (default without),
+    /// `earliest`, or a seq to start after.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only these types (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Stop after this many events (default: follow until interrupted).
+    #[arg(long)]
+    pub count: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// `activity-hub events ...`.
+#[derive(Clone, Debug, Args)]
+pub struct EventsArgs {
+    #[command(subcommand)]
+    #[allow(missing_docs)]
+    pub cmd: EventsCmd,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// Event subcommands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum EventsCmd {
+    /// A page of a user's event log.
+    List {
+        /// Whose events (default: yours).
+        #[arg(long, default_value_t = 0)]
+        user: u64,
+        /// Events after this seq.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Page size (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only these types (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+    },
+}
+
+/// `activity-hub health`.
+#[derive(Clone, Debug, Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// The client commands (flattened into the binary's subcommands beside `serve`).
+#[derive(Clone, Debug, Subcommand)]
+pub enum Cmd {
+    /// Log in by email or username; the token is saved for the commands below.
+    Login(LoginArgs),
+    /// Create, show, list, update and delete users.
+    User(UserArgs),
+    /// Publish an event to one or more users.
+    Publish(PublishArgs),
+    /// Follow events as they arrive (like `tail -f`), acknowledging each once printed.
+    Subscribe(SubscribeArgs),
+    /// Read a user's event log.
+    Events(EventsArgs),
+    /// Check that the servers report SERVING.
+    Health(HealthArgs),
+}

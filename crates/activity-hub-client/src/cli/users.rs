@@ -1,0 +1,105 @@
+//! `user get|create|update|delete|list`.
+
+use activity_hub_proto::user::v1::{self as upb, get_user_request::Identifier};
+use serde_json::{json, Value};
+
+use super::{output::*, read_secret, Failure, RoleArg, UserCmd};
+use crate::Client;
+
+pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<(), Failure> {
+    let show = |u: &upb::User| {
+        if as_json {
+            out!("{}", user_json(u));
+        } else {
+            table(USER_HEAD, vec![user_row(u)]);
+        }
+    };
+    match cmd {
+        UserCmd::Create {
+            email,
+            username,
+            password,
+            first_name,
+            last_name,
+            roles,
+        } => {
+            let password = read_secret(password, "new user's password")?;
+            let roles = roles
+                .iter()
+                .map(|r| match r {
+                    RoleArg::User => upb::UserRole::User,
+                    RoleArg::Admin => upb::UserRole::Admin,
+                    RoleArg::Moderator => upb::UserRole::Moderator,
+                    RoleArg::Publisher => upb::UserRole::Publisher,
+                } as i32)
+                .collect();
+            let u = client
+                .create_user(upb::CreateUserRequest {
+                    email,
+                    username,
+                    password,
+                    first_name,
+                    last_name,
+                    roles,
+                })
+                .await?;
+            show(&u);
+        }
+        UserCmd::Get { who } => {
+            let id = match who.parse::<u64>() {
+                Ok(n) => Identifier::UserId(n),
+                Err(_) if who.contains('@') => Identifier::Email(who),
+                Err(_) => Identifier::Username(who),
+            };
+            show(&client.find_user(id).await?);
+        }
+        UserCmd::List { limit, page, search } => {
+            let r = client
+                .list_users(upb::ListUsersRequest {
+                    page,
+                    limit,
+                    search,
+                    ..Default::default()
+                })
+                .await?;
+            if as_json {
+                let users: Vec<Value> = r.users.iter().map(user_json).collect();
+                out!(
+                    "{}",
+                    json!({"users": users, "total": r.total, "has_more": r.has_more})
+                );
+            } else {
+                table(USER_HEAD, r.users.iter().map(user_row).collect());
+                out!("{} of {} (page {page})", r.users.len(), r.total);
+            }
+        }
+        UserCmd::Update {
+            id,
+            username,
+            first_name,
+            last_name,
+            bio,
+        } => {
+            let u = client
+                .update_user(upb::UpdateUserRequest {
+                    user_id: id,
+                    username,
+                    first_name,
+                    last_name,
+                    bio,
+                    ..Default::default()
+                })
+                .await?;
+            show(&u);
+        }
+        UserCmd::Delete { id } => {
+            client.delete_user(id).await?;
+            if as_json {
+                out!("{}", json!({"deleted": id}));
+            } else {
+                out!("deleted user {id}");
+            }
+        }
+    }
+    Ok(())
+}
