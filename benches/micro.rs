@@ -32,7 +32,7 @@ use std::{
 };
 
 use activity_hub::{
-    activity::convert::{self, PublishLimits},
+    api::activity::convert::{self, PublishLimits},
     hub::{
         registry::{Registry, RegistryMsg},
         subscription::SubMsg,

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::{builder::BoolishValueParser, Args, Parser, Subcommand, ValueEnum};
 
-use crate::auth::password::{OWASP_ITERATIONS, OWASP_MEMORY_KIB};
+use crate::users::password::{OWASP_ITERATIONS, OWASP_MEMORY_KIB};
 
 /// activity-hub: durable, ordered per-user activity streams over gRPC, and the user
 /// accounts behind them.
@@ -325,7 +325,7 @@ impl ServeConfig {
             }
         }
         if let Some(e) = &self.bootstrap_admin_email {
-            if crate::users::model::validate_email(e).is_err() {
+            if crate::model::validate_email(e).is_err() {
                 return err(
                     "--bootstrap-admin-email (HUB_BOOTSTRAP_ADMIN_EMAIL)",
                     "must look like local@domain",

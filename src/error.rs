@@ -1,13 +1,16 @@
 //! The service-level error and the one place it becomes a `tonic::Status`.
 //!
-//! Handlers return [`ApiError`] with `?`; store errors convert into it. Internal details
-//! (SQL, file paths, driver messages) are logged here once and never sent to clients.
+//! Shared by the layers above the store (users, auth, hub and the edge), not part of the
+//! edge: it imports only [`crate::model`] and [`crate::store`], whose errors
+//! ([`Invalid`], [`StoreError`]) convert into it. Handlers return [`ApiError`] with `?`.
+//! Internal details (SQL, file paths, driver messages) are logged here once and never
+//! sent to clients.
 
 use std::borrow::Cow;
 
 use tonic::{Code, Status};
 
-use crate::store::StoreError;
+use crate::{model::Invalid, store::StoreError};
 
 pub use activity_hub_proto::RETRY_AFTER_MS;
 
@@ -85,6 +88,15 @@ impl ApiError {
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ApiError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
         }
     }
 }

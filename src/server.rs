@@ -16,23 +16,23 @@ use tonic::transport::{
 use tonic_health::ServingStatus;
 
 use crate::{
-    activity::{convert::PublishLimits, service::ActivityApi},
-    auth::{password::PasswordHasher, service::AuthApi, token::Tokens, Auth},
+    api::{
+        activity::{convert::PublishLimits, service::ActivityApi},
+        auth::AuthApi,
+        users::service::{StreamStats, UserApi},
+    },
+    auth::{token::Tokens, Auth},
     config::{ServeConfig, UserCacheMode},
     hub::{Hub, HubConfig},
     limits::RateLimits,
+    model::{Role, Roles},
     proto::{
         activity::v1::activity_service_server::ActivityServiceServer,
         auth::v1::auth_service_server::AuthServiceServer, user::v1::user_service_server::UserServiceServer,
     },
     rpc::{MethodTable, RpcLayer, RpcOptions},
     store::{Backend, Store, StoreError, StoreOptions, WriteHealth},
-    users::{
-        cache::UserCache,
-        model::{Role, Roles},
-        service::{StreamStats, UserApi},
-        CreateUser, Users,
-    },
+    users::{cache::UserCache, password::PasswordHasher, CreateUser, Users},
 };
 
 /// Why the server could not start or stopped abnormally.
@@ -122,7 +122,6 @@ impl App {
             flag: "--password-hash-memory-kib",
             reason: e,
         })?;
-        let users = Users::new(store.clone(), user_cache.clone(), hasher);
         let tokens = Arc::new(Tokens::new(secret.as_bytes(), config.token_ttl));
         let streams_shutdown = CancellationToken::new();
         let limits = RateLimits::new(
@@ -132,7 +131,6 @@ impl App {
             config.login_rate_burst,
         );
         limits.spawn_sweeper(streams_shutdown.clone());
-        let auth = Auth::new(tokens, users.clone(), limits);
         let hub = Hub::start(
             store.clone(),
             HubConfig {
@@ -148,7 +146,9 @@ impl App {
         )
         .await
         .map_err(|e| ServerError::Hub(e.to_string()))?;
-        users.attach_hub(hub.clone());
+        // The hub's UserActivity watchers hear about every user write.
+        let users = Users::new(store.clone(), user_cache.clone(), hasher, Arc::new(hub.clone()));
+        let auth = Auth::new(tokens, users.clone(), limits);
         let activity_api = ActivityApi::new(
             hub.clone(),
             auth.clone(),
@@ -161,6 +161,7 @@ impl App {
         let user_api = UserApi::new(
             users.clone(),
             auth.clone(),
+            hub.clone(),
             config.open_signup,
             streams_shutdown.clone(),
         );

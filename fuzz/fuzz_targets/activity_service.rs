@@ -11,12 +11,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use activity_hub::{
-    activity::{
+    api::activity::{
         convert::{self, PublishLimits, MAX_WINDOW},
         service::{after_start, first_start, with_index},
     },
-    auth::{policy::Call, Principal},
-    hub::{subscription::SubMsg, AckMode, StartFrom},
+    auth::policy::Call,
+    hub::subscription::SubMsg,
+    model::{AckMode, Principal, StartFrom},
     proto::activity::v1 as pb,
 };
 use activity_hub_fuzz::{authorized, enum_value, list, map, refused, stream, user_id, Input};

@@ -9,10 +9,11 @@
 use std::{sync::OnceLock, time::Duration};
 
 use activity_hub::{
-    auth::{service::credentials, token::Tokens},
+    api::auth::credentials,
+    auth::token::Tokens,
+    model::{Role, Roles, Status, User},
     proto::auth::v1::{login_request::Identifier, LoginRequest},
     store::UserKey,
-    users::model::{Role, Roles, Status, User},
 };
 use activity_hub_fuzz::{refused, Input};
 use arbitrary::{Result, Unstructured};

@@ -10,16 +10,15 @@
 use std::collections::BTreeMap;
 
 use activity_hub::{
-    auth::{policy::Call, Principal},
-    hub::watch::{watch_request, WatchChange},
+    api::users::{
+        convert,
+        service::{create_request, elevated, update_call, update_changes, watch_request, UserApi},
+    },
+    auth::policy::Call,
+    model::{self, Principal, Role, Roles, Status, User, WatchChange},
     proto::user::v1 as pb,
     store::{PageStart, UserKey},
-    users::{
-        convert,
-        model::{self, Role, Roles, Status, User},
-        service::{create_request, elevated, update_call, update_changes, UserApi},
-        validate_changes, validate_new, CreateUser,
-    },
+    users::{validate_changes, validate_new, CreateUser},
 };
 use activity_hub_fuzz::{
     authorized, enum_value, list as items, map, principal, refused, stream, user_id, Input,
@@ -302,7 +301,7 @@ fn update(req: pb::UpdateUserRequest, caller: Option<&Principal>) {
                 assert!((1..=64).contains(&k.chars().count()) && v.chars().count() <= 1024);
             }
         }
-        Err(e) => refused(e, &[Code::InvalidArgument]),
+        Err(e) => refused(e.into(), &[Code::InvalidArgument]),
     }
 }
 

@@ -13,12 +13,9 @@
 //! character past a limit is hard to reach; with it the fuzzer sets lengths directly.
 
 use activity_hub::{
-    auth::{
-        policy::{authorize, Call},
-        Principal,
-    },
+    auth::policy::{authorize, Call},
     error::ApiError,
-    users::model::{Role, Roles},
+    model::{Principal, Role, Roles},
 };
 use std::{borrow::Cow, collections::HashMap};
 

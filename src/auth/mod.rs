@@ -1,26 +1,23 @@
-//! Authentication and authorization: who is calling ([`Auth::authenticate`]), what they
-//! may do ([`policy::authorize`]), password hashing and access tokens, and the Login RPC.
+//! Authentication and authorization: who is calling ([`Auth::authenticate`], which
+//! resolves a bearer token to a [`Principal`]), what they may do ([`policy::authorize`]),
+//! and the access tokens Login issues ([`token`]). Password hashing belongs to
+//! [`crate::users`]; the Login RPC itself to the edge ([`crate::api::auth`]).
+//!
+//! Imports [`crate::model`], [`crate::users`], [`crate::limits`] and [`crate::error`].
 
-pub mod password;
 pub mod policy;
-pub mod service;
 pub mod token;
 
 use std::sync::Arc;
 
 use tonic::metadata::MetadataMap;
 
-use crate::{error::ApiError, limits::RateLimits, users::model::Roles, users::Users};
-
-/// An authenticated caller, with the roles its user holds now (not the roles it held when
-/// the token was signed: revoking a role or deactivating a user takes effect at once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// The caller's user id.
-    pub user_id: u64,
-    /// The caller's current roles.
-    pub roles: Roles,
-}
+use crate::{
+    error::ApiError,
+    limits::RateLimits,
+    model::{Principal, Status},
+    users::Users,
+};
 
 /// Resolves bearer tokens to principals.
 #[derive(Clone)]
@@ -70,7 +67,7 @@ impl Auth {
         tracing::Span::current().record("user_id", user_id);
         self.limits.check_user(user_id)?;
         match self.users.get(user_id).await? {
-            Some(u) if u.status == crate::users::model::Status::Active => Ok(Some(Principal {
+            Some(u) if u.status == Status::Active => Ok(Some(Principal {
                 user_id,
                 roles: u.roles,
             })),

@@ -1,9 +1,10 @@
 //! The authorization table of the spec, in one place. Every RPC handler describes its
 //! call as a [`Call`] and asks [`authorize`]; nothing else decides who may do what.
 
-use crate::{error::ApiError, users::model::Role};
-
-use super::Principal;
+use crate::{
+    error::ApiError,
+    model::{Principal, Role},
+};
 
 /// An RPC, with the facts its row of the table depends on.
 #[derive(Clone, Copy, Debug)]
@@ -108,7 +109,7 @@ fn denied(msg: &'static str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::users::model::Roles;
+    use crate::model::Roles;
     use tonic::Code;
 
     fn p(id: u64, role: Role) -> Principal {

@@ -10,7 +10,7 @@ use dashmap::DashMap;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::{error::ApiError, users::model::User};
+use crate::{error::ApiError, model::User};
 
 /// `iss` and `aud` of every token this server signs.
 pub const ISSUER: &str = "activity-hub";
@@ -117,7 +117,7 @@ mod tests {
     use super::*;
 
     fn user(id: u64) -> User {
-        crate::users::model::sample_user(id, 1)
+        crate::model::sample_user(id, 1)
     }
 
     #[test]

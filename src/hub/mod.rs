@@ -16,6 +16,13 @@
 //! - [`watch`]: one actor per UserActivity stream (user lifecycle notifications).
 //! - [`notify`]: on PostgreSQL, servers sharing the database tell each other about
 //!   commits, consumer takeovers and user changes with LISTEN/NOTIFY.
+//!
+//! The hub speaks domain types only: it takes validated [`SubscribeParams`] and
+//! [`WatchChange`]s and streams [`subscription::Out`] and [`UserChange`] values, which the
+//! edge ([`crate::api`]) converts to and from protobuf. It hears about user writes as the
+//! [`ChangeSink`] of [`crate::users::Users`]. Imports [`crate::model`], [`crate::store`],
+//! [`crate::users`] (the sink trait), [`crate::error`], [`crate::lifecycle`] and
+//! [`crate::limits`] (a metric name).
 
 pub mod metrics;
 pub mod notify;
@@ -32,21 +39,23 @@ use std::{
     time::Duration,
 };
 
+use futures_util::Stream;
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     error::ApiError,
-    proto::user::v1 as userpb,
+    lifecycle::ResponseStream,
+    model::{SubInfo, SubscribeParams, WatchChange},
     store::{
         events::{NewEvent, Pruned, PublishOutcome, StoredEvent},
         Backend, Store,
     },
+    users::ChangeSink,
 };
 use persistence::{PersistMsg, Persistence};
 use registry::{Registry, RegistryMsg};
-pub use subscription::{AckMode, StartFrom, SubInfo, SubscribeParams};
 
 /// Hub settings, taken from the server configuration.
 #[derive(Clone, Debug)]
@@ -97,8 +106,10 @@ pub struct Hub {
 /// Feeds the client's half of a bidi call to its stream actor as `to_msg(request)`, until
 /// the client goes away: then `gone`. A reset ends it at once; a half-close does not (the
 /// server keeps streaming), so it then waits for `client_gone` (the outbox closing).
+/// `inbound` is the request stream as the edge decoded it (an error ends the call with
+/// that status).
 pub(crate) fn forward_requests<Req, M>(
-    mut inbound: tonic::Streaming<Req>,
+    inbound: impl Stream<Item = Result<Req, tonic::Status>> + Send + 'static,
     client_gone: impl std::future::Future<Output = ()> + Send + 'static,
     actor: ActorRef<M>,
     to_msg: fn(Req) -> M,
@@ -111,6 +122,7 @@ pub(crate) fn forward_requests<Req, M>(
     use futures_util::StreamExt;
     tokio::spawn(async move {
         tokio::pin!(client_gone);
+        tokio::pin!(inbound);
         loop {
             let msg = tokio::select! {
                 _ = &mut client_gone => break,
@@ -138,8 +150,9 @@ pub(crate) fn forward_requests<Req, M>(
     });
 }
 
-/// A user lifecycle change, as UserActivity watchers receive it.
-pub type UserChange = Arc<userpb::UserActivityEvent>;
+/// A user lifecycle change as the hub routes it: shared, since every watcher of the user
+/// gets the same one.
+pub type UserChange = Arc<crate::model::UserChange>;
 
 impl Hub {
     /// Starts the registry and persistence actors (and, on PostgreSQL, the listener for
@@ -320,14 +333,15 @@ impl Hub {
         let _ = self.inner.registry.cast(RegistryMsg::UserChanged(change));
     }
 
-    /// Opens a UserActivity stream.
+    /// Opens a UserActivity stream for an authenticated caller. `requests` are the
+    /// caller's watch changes, already validated and authorized by the edge; an error in
+    /// it ends the stream with that status. The stream carries every change of a watched
+    /// user until the client goes, falls too far behind, or shutdown.
     pub async fn watch(
         &self,
-        caller: crate::auth::Principal,
-        open_signup: bool,
-        inbound: tonic::Streaming<userpb::UserActivityRequest>,
-    ) -> Result<crate::lifecycle::ResponseStream<userpb::UserActivityEvent>, ApiError> {
-        watch::open(self.clone(), caller, open_signup, inbound).await
+        requests: impl Stream<Item = Result<WatchChange, tonic::Status>> + Send + 'static,
+    ) -> Result<ResponseStream<UserChange>, ApiError> {
+        watch::open(self.clone(), requests).await
     }
 
     /// Shutdown: waits (up to `grace`) for the stream actors to end, commits what is
@@ -342,5 +356,17 @@ impl Hub {
         self.flush().await;
         self.inner.persistence.stop(None);
         self.inner.registry.stop(None);
+    }
+}
+
+/// The hub hears about every user write: watchers here, and other servers' watchers when
+/// the store is shared.
+impl ChangeSink for Hub {
+    fn listening(&self) -> bool {
+        self.inner.stats.watchers.load(Ordering::Relaxed) > 0 || self.shared()
+    }
+
+    fn changed(&self, change: UserChange) {
+        self.user_changed(change);
     }
 }

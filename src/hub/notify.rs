@@ -7,16 +7,24 @@
 //!   heads are announced); subscribers of those users read the new events from the store.
 //! - `c|origin|user|consumer`: a stream for this durable consumer opened on `origin`;
 //!   any older one elsewhere ends with ABORTED.
-//! - `u|origin|hex(UserActivityEvent)`: a user lifecycle change for UserActivity watchers.
+//! - `u|origin|json`: a user lifecycle change for UserActivity watchers, the domain
+//!   [`crate::model::UserChange`] as JSON (no protobuf below the edge). A server of an
+//!   older version, which sent hex-encoded protobuf here, and a newer one ignore each
+//!   other's user changes; commits and takeovers are understood across versions.
 //!
 //! NOTIFY is best effort across reconnects: after the listener reconnects, every
 //! subscriber re-reads its head from the store, so a missed notification delays an
 //! event but never loses it.
 
-use prost::Message;
+use std::sync::Arc;
 
 use super::{registry::RegistryMsg, Hub};
-use crate::{error::ApiError, proto::user::v1 as userpb};
+use crate::{error::ApiError, model::UserChange};
+
+/// Longest user-change payload sent whole; above it the user's free text is left out.
+/// PostgreSQL refuses payloads of 8000 bytes or more, and the rest of the user record is
+/// bounded well below this by the spec's field limits.
+const USER_CHANGE_MAX: usize = 7000;
 
 /// Starts listening (returns once LISTEN is in place) and spawns the receive loop.
 pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
@@ -90,13 +98,13 @@ fn handle(hub: &Hub, payload: &str) {
                 consumer: consumer.to_string(),
             }
         }
-        "u" => {
-            let Some(bytes) = unhex(rest) else { return };
-            let Ok(ev) = userpb::UserActivityEvent::decode(bytes.as_slice()) else {
+        "u" => match serde_json::from_str::<UserChange>(rest) {
+            Ok(change) => RegistryMsg::UserChanged(Arc::new(change)),
+            Err(e) => {
+                tracing::debug!(error = %e, "ignored an unreadable user change notification");
                 return;
-            };
-            RegistryMsg::UserChanged(std::sync::Arc::new(ev))
-        }
+            }
+        },
         _ => return,
     };
     let _ = hub.registry().cast(msg);
@@ -109,19 +117,32 @@ pub(crate) fn announce_consumer(hub: Hub, user_id: u64, consumer: String) {
 }
 
 /// Tells other servers' watchers about a user change.
-pub(crate) fn announce_user_change(hub: Hub, change: &userpb::UserActivityEvent) {
-    let mut ev = change.clone();
-    let mut bytes = ev.encode_to_vec();
-    if bytes.len() * 2 > 7000 {
-        // Too large for a notification: send it without the user snapshot's free text.
-        if let Some(u) = ev.user.as_mut() {
-            u.bio.clear();
-            u.preferences.clear();
-        }
-        bytes = ev.encode_to_vec();
-    }
-    let payload = format!("u|{}|{}", hub.origin(), hex(&bytes));
+pub(crate) fn announce_user_change(hub: Hub, change: &UserChange) {
+    let Some(json) = user_change_payload(change) else {
+        return;
+    };
+    let payload = format!("u|{}|{json}", hub.origin());
     send(hub, payload);
+}
+
+/// The JSON of `change`, without the user's bio and preferences when whole it would be
+/// too large for a notification.
+fn user_change_payload(change: &UserChange) -> Option<String> {
+    let encode = |c: &UserChange| match serde_json::to_string(c) {
+        Ok(json) => Some(json),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not encode a user change for other servers");
+            None
+        }
+    };
+    let json = encode(change)?;
+    if json.len() <= USER_CHANGE_MAX {
+        return Some(json);
+    }
+    let mut slim = change.clone();
+    slim.user.bio.clear();
+    slim.user.preferences.clear();
+    encode(&slim)
 }
 
 fn send(hub: Hub, payload: String) {
@@ -132,26 +153,40 @@ fn send(hub: Hub, payload: String) {
     });
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::model::{sample_user, ChangeKind};
+
+    fn change(bio: &str) -> UserChange {
+        let mut user = sample_user(7, 3);
+        user.bio = bio.into();
+        user.preferences.insert("theme".into(), "dark".into());
+        UserChange {
+            kind: ChangeKind::Updated,
+            user_id: 7,
+            user,
+            occurred_at: 1_700_000_000_123_456,
+        }
+    }
+
     #[test]
-    fn hex_round_trips() {
-        let b = vec![0u8, 1, 0xab, 0xff];
-        assert_eq!(super::unhex(&super::hex(&b)).unwrap(), b);
-        assert!(super::unhex("abc").is_none());
+    fn user_changes_round_trip_through_a_notification() {
+        let c = change("likes \"quotes\", pipes | and\nnewlines");
+        let payload = format!("u|origin|{}", user_change_payload(&c).unwrap());
+        let (kind, origin, rest) = split(&payload).unwrap();
+        assert_eq!((kind, origin), ("u", "origin"));
+        assert_eq!(serde_json::from_str::<UserChange>(rest).unwrap(), c);
+    }
+
+    #[test]
+    fn oversized_user_changes_drop_the_free_text() {
+        let c = change(&"x".repeat(USER_CHANGE_MAX));
+        let sent: UserChange = serde_json::from_str(&user_change_payload(&c).unwrap()).unwrap();
+        assert!(sent.user.bio.is_empty() && sent.user.preferences.is_empty());
+        assert_eq!(
+            (sent.kind, sent.user_id, &sent.user.email),
+            (c.kind, 7, &c.user.email)
+        );
     }
 }

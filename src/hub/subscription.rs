@@ -20,71 +20,14 @@ use tonic::Status;
 
 use super::{persistence::PersistMsg, registry::RegistryMsg, Hub};
 use crate::{
-    activity::convert,
     error::ApiError,
     lifecycle::{actor_stream, ResponseStream},
-    proto::activity::v1::{self as pb, subscribe_response::Msg},
+    model::{AckMode, StartFrom, SubInfo, SubscribeParams, Subscribed},
     store::events::{AckRecord, StoredEvent},
 };
 
 /// Events read from the store per page when catching up.
 const PAGE: u32 = 256;
-
-/// Where a subscription starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StartFrom {
-    /// After the consumer's stored cursor.
-    Cursor,
-    /// After the current head.
-    Latest,
-    /// From the oldest retained event.
-    Earliest,
-    /// After this seq.
-    Seq(u64),
-}
-
-/// How the client acknowledges.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AckMode {
-    /// Cumulative acks; at most `window` unacked in flight.
-    Explicit,
-    /// Acked once written to the stream.
-    None,
-}
-
-/// A validated Start.
-#[derive(Clone, Debug)]
-pub struct SubscribeParams {
-    /// Recipient.
-    pub user_id: u64,
-    /// Durable consumer, if any.
-    pub consumer_id: Option<String>,
-    /// Only these types (empty = all), sorted.
-    pub types: Vec<String>,
-    /// Start position.
-    pub start_from: StartFrom,
-    /// Max unacked in flight.
-    pub window: u32,
-    /// Ack mode.
-    pub ack_mode: AckMode,
-}
-
-/// What a subscription holds (introspection for tests and debugging).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SubInfo {
-    /// Live events waiting in memory for window space.
-    pub pending: usize,
-    /// Messages written to the outbox but not yet taken by the transport.
-    pub queued: usize,
-    /// Events sent and not yet acked.
-    pub unacked: usize,
-    /// The highest seq accounted for.
-    pub tail: u64,
-    /// The newest seq known to exist.
-    pub known_head: u64,
-    /// Reading from the store rather than live.
-    pub behind: bool,
-}
 
 /// Messages of a subscription actor.
 pub enum SubMsg {
@@ -115,29 +58,17 @@ pub enum SubMsg {
 /// The longest a subscription waits for one store read before it gives up on it.
 const STORE_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// What the actor writes to its outbox: small (32 bytes) so an idle stream's channel
-/// costs little, and events stay shared `Arc`s until the transport task encodes them.
+/// What the actor writes to its outbox and the stream yields: small (32 bytes) so an
+/// idle stream's channel costs little, and events stay shared `Arc`s until the edge
+/// encodes them on the transport's task.
+#[derive(Debug)]
 pub enum Out {
     /// The first message.
-    Subscribed(Box<pb::Subscribed>),
+    Subscribed(Box<Subscribed>),
     /// An event.
     Event(StoredEvent),
     /// A heartbeat: (head seq, time in micros).
     Heartbeat(u64, i64),
-}
-
-impl Out {
-    fn into_wire(self) -> Result<pb::SubscribeResponse, Status> {
-        let msg = match self {
-            Out::Subscribed(s) => Msg::Subscribed(*s),
-            Out::Event(ev) => Msg::Event(convert::event(&ev)),
-            Out::Heartbeat(head_seq, at) => Msg::Heartbeat(pb::Heartbeat {
-                head_seq,
-                at: Some(convert::timestamp(at)),
-            }),
-        };
-        Ok(pb::SubscribeResponse { msg: Some(msg) })
-    }
 }
 
 /// The sending side of a subscription's outbox.
@@ -225,9 +156,9 @@ impl Actor for Subscription {
         };
         let truncated = requested + 1 < earliest;
         let resume = if truncated { earliest - 1 } else { requested };
-        let subscribed = Out::Subscribed(Box::new(pb::Subscribed {
+        let subscribed = Out::Subscribed(Box::new(Subscribed {
             user_id: p.user_id,
-            consumer_id: p.consumer_id.clone().unwrap_or_default(),
+            consumer_id: p.consumer_id.clone(),
             resume_after: resume,
             head_seq: head,
             earliest_seq: earliest,
@@ -580,7 +511,7 @@ pub(crate) async fn open(hub: Hub, params: SubscribeParams) -> Result<Opened, Ap
     })?;
     Ok(Opened {
         actor,
-        stream: actor_stream(rx, Out::into_wire, term_rx, token),
+        stream: actor_stream(rx, Ok, term_rx, token),
         closed,
     })
 }
@@ -589,8 +520,8 @@ pub(crate) async fn open(hub: Hub, params: SubscribeParams) -> Result<Opened, Ap
 pub struct Opened {
     /// Its actor (the handler forwards the client's acks to it).
     pub actor: ActorRef<SubMsg>,
-    /// The response stream.
-    pub stream: ResponseStream<pb::SubscribeResponse>,
+    /// The stream, which the edge converts to the wire.
+    pub stream: ResponseStream<Out>,
     /// A handle on the outbox whose `closed()` resolves when the client is gone.
     pub closed: Outbox,
 }

@@ -1,24 +1,22 @@
 //! The watcher actor: one per `UserService.UserActivity` stream.
 //!
-//! The client adds and removes watched users on the open stream; the registry routes
-//! user lifecycle changes (created, updated, deleted, logged in) to the watchers of that
-//! user and of `0` (everyone). These notifications are live only (not in the log). A
-//! watcher that cannot keep up (256 unread notifications) is ended with
-//! RESOURCE_EXHAUSTED rather than silently skipping changes.
+//! The client adds and removes watched users on the open stream (as [`WatchChange`]s the
+//! edge has validated and authorized); the registry routes user lifecycle changes
+//! (created, updated, deleted, logged in) to the watchers of that user and of `0`
+//! (everyone). These notifications are live only (not in the log). A watcher that cannot
+//! keep up (256 unread notifications) is ended with RESOURCE_EXHAUSTED rather than
+//! silently skipping changes.
 
+use futures_util::Stream;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use super::{forward_requests, registry::RegistryMsg, Hub, UserChange};
 use crate::{
-    auth::{
-        policy::{authorize, Call},
-        Principal,
-    },
     error::ApiError,
     lifecycle::{actor_stream, ResponseStream},
-    proto::user::v1::{self as pb, user_activity_request::Action},
+    model::WatchChange,
 };
 
 /// Unread notifications a watcher may have queued before it is ended.
@@ -28,8 +26,8 @@ const OUTBOX: usize = 256;
 pub enum WatchMsg {
     /// A watched user changed.
     Change(UserChange),
-    /// A client request: SUBSCRIBE/UNSUBSCRIBE.
-    Request(pb::UserActivityRequest),
+    /// A client request: watch or stop watching a user.
+    Request(WatchChange),
     /// The client went away.
     ClientGone,
     /// The request stream broke (e.g. an oversized message): end with this status.
@@ -42,9 +40,7 @@ pub struct Watcher;
 /// Start-up arguments and state.
 pub struct State {
     hub: Hub,
-    caller: Principal,
-    open_signup: bool,
-    out: mpsc::Sender<Result<pb::UserActivityEvent, Status>>,
+    out: mpsc::Sender<UserChange>,
     terminal: Option<oneshot::Sender<Status>>,
 }
 
@@ -68,7 +64,7 @@ impl Actor for Watcher {
         s: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            WatchMsg::Change(change) => match s.out.try_send(Ok((*change).clone())) {
+            WatchMsg::Change(change) => match s.out.try_send(change) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => s.fail(
                     &myself,
@@ -78,11 +74,7 @@ impl Actor for Watcher {
                 ),
                 Err(mpsc::error::TrySendError::Closed(_)) => myself.stop(None),
             },
-            WatchMsg::Request(req) => {
-                if let Err(e) = s.request(&myself, req) {
-                    s.fail(&myself, e.into());
-                }
-            }
+            WatchMsg::Request(change) => s.request(&myself, change),
             WatchMsg::ClientGone => myself.stop(None),
             WatchMsg::Fail(status) => s.fail(&myself, status),
         }
@@ -91,8 +83,8 @@ impl Actor for Watcher {
 }
 
 impl State {
-    fn request(&mut self, myself: &ActorRef<WatchMsg>, req: pb::UserActivityRequest) -> Result<(), ApiError> {
-        match watch_request(&self.caller, self.open_signup, &req)? {
+    fn request(&mut self, myself: &ActorRef<WatchMsg>, change: WatchChange) {
+        match change {
             WatchChange::Add(target) => {
                 let _ = self.hub.registry().cast(RegistryMsg::Watch {
                     target,
@@ -106,7 +98,6 @@ impl State {
                 });
             }
         }
-        Ok(())
     }
 
     fn fail(&mut self, myself: &ActorRef<WatchMsg>, status: Status) {
@@ -117,44 +108,11 @@ impl State {
     }
 }
 
-/// What a UserActivityRequest changes: watch or stop watching a user (0 = everyone).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WatchChange {
-    /// Start watching.
-    Add(u64),
-    /// Stop watching.
-    Remove(u64),
-}
-
-/// Validates and authorizes one UserActivityRequest of `caller` (stopping a watch needs
-/// no permission: it can only remove the caller's own).
-#[doc(hidden)] // public for the fuzz targets
-pub fn watch_request(
-    caller: &Principal,
-    open_signup: bool,
-    req: &pb::UserActivityRequest,
-) -> Result<WatchChange, ApiError> {
-    let target = req.user_id;
-    match Action::try_from(req.action).unwrap_or(Action::Unspecified) {
-        Action::SubscribeUserUpdates => {
-            authorize(Some(caller), Call::WatchUser { target }, open_signup)?;
-            Ok(WatchChange::Add(target))
-        }
-        Action::UnsubscribeUserUpdates => Ok(WatchChange::Remove(target)),
-        Action::Unspecified => Err(ApiError::invalid(
-            "action",
-            "must be SUBSCRIBE_USER_UPDATES or UNSUBSCRIBE_USER_UPDATES",
-        )),
-    }
-}
-
-/// Spawns a watcher for an authenticated caller and feeds it the client's requests.
+/// Spawns a watcher and feeds it the client's requests.
 pub(crate) async fn open(
     hub: Hub,
-    caller: Principal,
-    open_signup: bool,
-    inbound: tonic::Streaming<pb::UserActivityRequest>,
-) -> Result<ResponseStream<pb::UserActivityEvent>, ApiError> {
+    requests: impl Stream<Item = Result<WatchChange, Status>> + Send + 'static,
+) -> Result<ResponseStream<UserChange>, ApiError> {
     let (out, rx) = mpsc::channel(OUTBOX);
     let (term_tx, term_rx) = oneshot::channel();
     let token = hub.shutdown_token().clone();
@@ -165,8 +123,6 @@ pub(crate) async fn open(
         Watcher,
         State {
             hub,
-            caller,
-            open_signup,
             out,
             terminal: Some(term_tx),
         },
@@ -175,12 +131,12 @@ pub(crate) async fn open(
     .await
     .map_err(|e| ApiError::Internal(Box::new(e)))?;
     forward_requests(
-        inbound,
+        requests,
         async move { closed.closed().await },
         actor,
         WatchMsg::Request,
         WatchMsg::Fail,
         WatchMsg::ClientGone,
     );
-    Ok(actor_stream(rx, std::convert::identity, term_rx, token))
+    Ok(actor_stream(rx, Ok, term_rx, token))
 }

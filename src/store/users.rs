@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::{dispatch, now_micros, Store, StoreError, StoreResult};
-use crate::users::model::{normalize_email, normalize_username, Roles, Status, User};
+use crate::model::{normalize_email, normalize_username, Roles, Status, User};
 
 const USER_COLUMNS: &str = "id, email, username, password_hash, first_name, last_name, status, \
      roles, avatar_url, bio, preferences, created_at, updated_at, last_login, version";
@@ -362,7 +362,7 @@ impl Store {
 
     /// Whether any live user holds the admin role.
     pub async fn has_admin(&self) -> StoreResult<bool> {
-        let admin_bit = Roles::only(crate::users::model::Role::Admin).0;
+        let admin_bit = Roles::only(crate::model::Role::Admin).0;
         let sql = format!(
             "SELECT COUNT(*) FROM users WHERE status <> {} AND (roles & {admin_bit}) <> 0",
             Status::Deleted as i32

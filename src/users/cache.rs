@@ -18,7 +18,7 @@ use std::sync::{
 
 use dashmap::{mapref::entry::Entry, DashMap};
 
-use super::model::User;
+use crate::model::User;
 
 /// Users by id.
 pub struct UserCache {
@@ -101,7 +101,7 @@ mod tests {
     use super::*;
 
     fn user(id: u64, version: i64) -> Arc<User> {
-        Arc::new(crate::users::model::sample_user(id, version))
+        Arc::new(crate::model::sample_user(id, version))
     }
 
     #[test]

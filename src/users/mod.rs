@@ -1,25 +1,34 @@
 //! Users: the domain operations behind `user.v1.UserService` and Login.
 //!
-//! [`Users`] validates, hashes passwords, writes through the [`Store`] and keeps the
-//! [`cache::UserCache`] coherent. It knows nothing of gRPC or of who is calling: the
-//! service module translates the wire and asks the auth policy first.
+//! [`Users`] validates, hashes passwords ([`password`]), writes through the [`Store`],
+//! keeps the [`cache::UserCache`] coherent and announces every write to the
+//! [`ChangeSink`] it was built with (the hub, wired by `server`). It knows nothing of
+//! gRPC, of the hub or of who is calling: the edge translates the wire and asks the auth
+//! policy first.
+//!
+//! Imports [`crate::model`], [`crate::store`] and [`crate::error`] only.
 
 pub mod cache;
-pub mod convert;
-pub mod model;
-pub mod service;
+pub mod password;
 
-use std::sync::{atomic::Ordering, Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::{
-    auth::password::PasswordHasher,
     error::ApiError,
-    hub::Hub,
-    proto::user::v1::{self as pb, user_activity_event::Kind},
+    model::{self, ChangeKind, Roles, Status, User, UserChange},
     store::{ListFilter, NewUser, PageStart, Store, StoreError, UserChanges, UserKey},
 };
 use cache::UserCache;
-use model::{Roles, Status, User};
+use password::PasswordHasher;
+
+/// Where [`Users`] announces each write: the hub's UserActivity watchers (here and, through
+/// the store, on other servers). Given at construction.
+pub trait ChangeSink: Send + Sync + 'static {
+    /// Whether a change could reach anyone now; `false` spares building it.
+    fn listening(&self) -> bool;
+    /// Announces `change`; must not block (it runs on the write path).
+    fn changed(&self, change: Arc<UserChange>);
+}
 
 /// A validated-on-entry request to create a user.
 #[derive(Clone, Debug)]
@@ -79,17 +88,23 @@ pub struct Users {
     store: Store,
     cache: Option<Arc<UserCache>>,
     hasher: PasswordHasher,
-    hub: Arc<OnceLock<Hub>>,
+    changes: Arc<dyn ChangeSink>,
 }
 
 impl Users {
-    /// `cache` is `None` when this process is not the only writer of the store.
-    pub fn new(store: Store, cache: Option<Arc<UserCache>>, hasher: PasswordHasher) -> Users {
+    /// `cache` is `None` when this process is not the only writer of the store; every
+    /// write is announced to `changes`.
+    pub fn new(
+        store: Store,
+        cache: Option<Arc<UserCache>>,
+        hasher: PasswordHasher,
+        changes: Arc<dyn ChangeSink>,
+    ) -> Users {
         Users {
             store,
             cache,
             hasher,
-            hub: Arc::default(),
+            changes,
         }
     }
 
@@ -161,7 +176,7 @@ impl Users {
     /// Inserts a prepared user.
     pub async fn insert(&self, new: NewUser) -> Result<User, ApiError> {
         match self.store.create_user(&new).await {
-            Ok(u) => Ok(self.written(u, Kind::Created)),
+            Ok(u) => Ok(self.written(u, ChangeKind::Created)),
             Err(StoreError::UniqueViolation) => Err(self.name_conflict(&new.email).await),
             Err(e) => Err(e.into()),
         }
@@ -186,7 +201,7 @@ impl Users {
             let next = changes.apply(&current);
             model::validate_preferences(&next.preferences)?;
             match self.store.replace_user(&next, current.version).await {
-                Ok(Some(u)) => return Ok(self.written(u, Kind::Updated)),
+                Ok(Some(u)) => return Ok(self.written(u, ChangeKind::Updated)),
                 Ok(None) => continue,
                 Err(StoreError::UniqueViolation) => {
                     return Err(ApiError::AlreadyExists(
@@ -204,7 +219,7 @@ impl Users {
     /// Soft-deletes the live user `id`; NOT_FOUND when there is none.
     pub async fn delete(&self, id: u64) -> Result<User, ApiError> {
         match self.store.soft_delete_user(id).await {
-            Ok(u) => Ok(self.written(u, Kind::Deleted)),
+            Ok(u) => Ok(self.written(u, ChangeKind::Deleted)),
             Err(StoreError::NotFound) => Err(ApiError::NotFound(format!("user {id} not found").into())),
             Err(e) => Err(e.into()),
         }
@@ -212,7 +227,7 @@ impl Users {
 
     /// Records a successful login.
     pub async fn record_login(&self, id: u64) -> Result<User, ApiError> {
-        Ok(self.written(self.store.record_login(id).await?, Kind::LoggedIn))
+        Ok(self.written(self.store.record_login(id).await?, ChangeKind::LoggedIn))
     }
 
     /// A page of users and the total matching `filter`.
@@ -242,30 +257,18 @@ impl Users {
         Ok(self.store.has_admin().await?)
     }
 
-    /// The hub, once attached.
-    pub fn hub(&self) -> Option<&Hub> {
-        self.hub.get()
-    }
-
-    /// Lets the hub's UserActivity watchers hear about every change from now on.
-    pub fn attach_hub(&self, hub: Hub) {
-        let _ = self.hub.set(hub);
-    }
-
-    fn written(&self, user: User, kind: Kind) -> User {
+    fn written(&self, user: User, kind: ChangeKind) -> User {
         if let Some(cache) = &self.cache {
             cache.store(Arc::new(user.clone()));
         }
-        if let Some(hub) = self.hub.get() {
-            // Built only when someone may be watching (here or on another server).
-            if hub.stats().watchers.load(Ordering::Relaxed) > 0 || hub.shared() {
-                hub.user_changed(Arc::new(pb::UserActivityEvent {
-                    kind: kind as i32,
-                    user_id: user.id,
-                    user: Some(pb::User::from(&user)),
-                    occurred_at: Some(convert::timestamp(crate::store::now_micros())),
-                }));
-            }
+        // Built only when someone may be watching (here or on another server).
+        if self.changes.listening() {
+            self.changes.changed(Arc::new(UserChange {
+                kind,
+                user_id: user.id,
+                user: user.clone(),
+                occurred_at: crate::store::now_micros(),
+            }));
         }
         user
     }

@@ -4,13 +4,13 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use activity_hub::{
+    api::users::service::StreamStats,
     config::ServeConfig,
     proto::{
         auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
         user::v1::{user_service_client::UserServiceClient, CreateUserRequest, User, UserRole},
     },
     server::{self, App},
-    users::service::StreamStats,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::{transport::Channel, Code, Request, Status};

@@ -13,5 +13,6 @@ mod limits;
 mod metrics;
 mod observability;
 mod server;
+mod shared_db;
 mod tls;
 mod users;

@@ -10,11 +10,12 @@ use super::convert::{self, PublishLimits};
 use crate::{
     auth::{
         policy::{authorize, Call},
-        Auth, Principal,
+        Auth,
     },
     error::ApiError,
     hub::{forward_requests, subscription::SubMsg, Hub},
     lifecycle::{end_on_shutdown, ResponseStream},
+    model::Principal,
     proto::activity::v1::{self as pb, activity_service_server::ActivityService, subscribe_request},
     store::events::PublishOutcome,
     users::Users,
@@ -197,7 +198,9 @@ impl ActivityService for ActivityApi {
             SubMsg::Fail,
             SubMsg::ClientGone,
         );
-        Ok(Response::new(opened.stream))
+        Ok(Response::new(Box::pin(
+            opened.stream.map(|out| out.map(pb::SubscribeResponse::from)),
+        )))
     }
 
     async fn list_events(

@@ -1,15 +1,17 @@
-//! Validation of `activity.v1` requests into hub types, and stored events to the wire.
+//! Validation of `activity.v1` requests into hub types, and what the hub returns and
+//! streams (stored events, [`Out`]) to the wire.
 
 use std::collections::BTreeMap;
 
 use crate::{
     error::ApiError,
-    hub::{AckMode, StartFrom, SubscribeParams},
-    proto::activity::v1 as pb,
+    hub::subscription::Out,
+    model::{AckMode, StartFrom, SubscribeParams, Subscribed},
+    proto::activity::v1::{self as pb, subscribe_response::Msg},
     store::events::{NewEvent, StoredEvent},
 };
 
-pub use crate::users::convert::timestamp;
+pub use crate::api::users::convert::timestamp;
 
 /// Largest window a Start may ask for.
 pub const MAX_WINDOW: u32 = 10_000;
@@ -38,6 +40,35 @@ pub fn event(ev: &StoredEvent) -> pb::Event {
         attributes: b.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         published_at: Some(timestamp(b.published_at)),
         publisher_id: b.publisher_id,
+    }
+}
+
+impl From<Subscribed> for pb::Subscribed {
+    fn from(s: Subscribed) -> pb::Subscribed {
+        pb::Subscribed {
+            user_id: s.user_id,
+            consumer_id: s.consumer_id.unwrap_or_default(),
+            resume_after: s.resume_after,
+            head_seq: s.head_seq,
+            earliest_seq: s.earliest_seq,
+            truncated: s.truncated,
+        }
+    }
+}
+
+/// One message of a Subscribe stream; runs on the transport's task, so events are
+/// encoded there rather than in the subscription actor.
+impl From<Out> for pb::SubscribeResponse {
+    fn from(out: Out) -> pb::SubscribeResponse {
+        let msg = match out {
+            Out::Subscribed(s) => Msg::Subscribed(pb::Subscribed::from(*s)),
+            Out::Event(ev) => Msg::Event(event(&ev)),
+            Out::Heartbeat(head_seq, at) => Msg::Heartbeat(pb::Heartbeat {
+                head_seq,
+                at: Some(timestamp(at)),
+            }),
+        };
+        pb::SubscribeResponse { msg: Some(msg) }
     }
 }
 

@@ -1,5 +1,5 @@
 //! `user.v1.UserService`: translates the wire to [`Users`] calls after asking the auth
-//! policy. No business rules live here.
+//! policy, and UserActivity requests to [`Hub::watch`]. No business rules live here.
 
 use std::sync::{
     atomic::{AtomicI64, AtomicU64, Ordering},
@@ -12,18 +12,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::convert;
 use crate::{
     auth::{
         policy::{authorize, Call},
-        Auth, Principal,
+        Auth,
     },
     error::ApiError,
+    hub::Hub,
     lifecycle::{end_on_shutdown, ResponseStream},
-    proto::user::v1::{self as pb, user_service_server::UserService},
+    model::{Principal, WatchChange},
+    proto::user::v1::{self as pb, user_activity_request::Action, user_service_server::UserService},
     store::{ListFilter, PageStart, UserChanges, UserKey},
+    users::{CreateUser, Users},
 };
-
-use super::{convert, CreateUser, Users};
 
 /// Most entries one BulkCreateUsers call accepts.
 pub const BULK_MAX: usize = 10_000;
@@ -42,17 +44,25 @@ pub struct StreamStats {
 pub struct UserApi {
     users: Users,
     auth: Auth,
+    hub: Hub,
     open_signup: bool,
     shutdown: CancellationToken,
     stats: Arc<StreamStats>,
 }
 
 impl UserApi {
-    /// `shutdown` ends open streams with UNAVAILABLE.
-    pub fn new(users: Users, auth: Auth, open_signup: bool, shutdown: CancellationToken) -> UserApi {
+    /// `hub` serves UserActivity; `shutdown` ends open streams with UNAVAILABLE.
+    pub fn new(
+        users: Users,
+        auth: Auth,
+        hub: Hub,
+        open_signup: bool,
+        shutdown: CancellationToken,
+    ) -> UserApi {
         UserApi {
             users,
             auth,
+            hub,
             open_signup,
             shutdown,
             stats: Arc::default(),
@@ -318,11 +328,37 @@ impl UserService for UserApi {
             self.allow(&caller, Call::WatchUser { target: 0 })?;
             return Err(Status::unauthenticated("missing credentials"));
         };
-        let Some(hub) = self.users.hub() else {
-            return Err(ApiError::Unavailable("the activity hub is not running".into()).into());
-        };
-        let stream = hub.watch(principal, self.open_signup, req.into_inner()).await?;
-        Ok(Response::new(stream))
+        let open_signup = self.open_signup;
+        let requests = req.into_inner().map(move |r| {
+            let req = r?;
+            watch_request(&principal, open_signup, &req).map_err(Status::from)
+        });
+        let changes = self.hub.watch(requests).await?;
+        Ok(Response::new(Box::pin(
+            changes.map(|c| c.map(|c| pb::UserActivityEvent::from(&*c))),
+        )))
+    }
+}
+
+/// Validates and authorizes one UserActivityRequest of `caller` (stopping a watch needs
+/// no permission: it can only remove the caller's own). A refused request ends the stream.
+#[doc(hidden)] // public for the fuzz targets
+pub fn watch_request(
+    caller: &Principal,
+    open_signup: bool,
+    req: &pb::UserActivityRequest,
+) -> Result<WatchChange, ApiError> {
+    let target = req.user_id;
+    match Action::try_from(req.action).unwrap_or(Action::Unspecified) {
+        Action::SubscribeUserUpdates => {
+            authorize(Some(caller), Call::WatchUser { target }, open_signup)?;
+            Ok(WatchChange::Add(target))
+        }
+        Action::UnsubscribeUserUpdates => Ok(WatchChange::Remove(target)),
+        Action::Unspecified => Err(ApiError::invalid(
+            "action",
+            "must be SUBSCRIBE_USER_UPDATES or UNSUBSCRIBE_USER_UPDATES",
+        )),
     }
 }
 

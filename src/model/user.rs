@@ -1,12 +1,15 @@
-//! The user domain: roles, statuses, the `User` record and the validation rules of the
-//! spec. Pure logic, no I/O; converted to and from protobuf at the service edge.
+//! The user domain: roles, statuses, the `User` record, the authenticated [`Principal`]
+//! and the validation rules of the spec. Pure logic, no I/O; converted to and from
+//! protobuf at the edge ([`crate::api`]), stored by [`crate::store`].
 
 use std::collections::BTreeMap;
 
-use crate::error::ApiError;
+use serde::{Deserialize, Serialize};
+
+use super::Invalid;
 
 /// Account status; numbers match `user.v1.UserStatus`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(i32)]
 pub enum Status {
     /// May log in.
@@ -67,7 +70,7 @@ impl Role {
 }
 
 /// A set of roles, stored as a bit mask (`1 << role number`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Roles(pub u32);
 
 impl Roles {
@@ -93,8 +96,9 @@ impl Roles {
     }
 }
 
-/// A user as stored, minus the password hash.
-#[derive(Clone, Debug, PartialEq)]
+/// A user as stored, minus the password hash. Serializable because servers sharing a
+/// database tell each other about user changes (`hub::notify`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct User {
     /// Server-assigned id.
     pub id: u64,
@@ -126,9 +130,19 @@ pub struct User {
     pub version: i64,
 }
 
+/// An authenticated caller, with the roles its user holds now (not the roles it held when
+/// the token was signed: revoking a role or deactivating a user takes effect at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The caller's user id.
+    pub user_id: u64,
+    /// The caller's current roles.
+    pub roles: Roles,
+}
+
 /// The spec's email rule: `local@domain`, checked syntactically (no DNS look-up).
-pub fn validate_email(email: &str) -> Result<(), ApiError> {
-    let bad = |why: &'static str| Err(ApiError::invalid("email", why));
+pub fn validate_email(email: &str) -> Result<(), Invalid> {
+    let bad = |why: &'static str| Err(Invalid::new("email", why));
     if email.is_empty() {
         return bad("is required");
     }
@@ -157,79 +171,73 @@ pub fn validate_email(email: &str) -> Result<(), ApiError> {
 }
 
 /// 3-32 characters of `[A-Za-z0-9_.-]`.
-pub fn validate_username(username: &str) -> Result<(), ApiError> {
+pub fn validate_username(username: &str) -> Result<(), Invalid> {
     let len = username.chars().count();
     if !(3..=32).contains(&len) {
-        return Err(ApiError::invalid("username", "must be 3-32 characters"));
+        return Err(Invalid::new("username", "must be 3-32 characters"));
     }
     if !username
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
-        return Err(ApiError::invalid(
-            "username",
-            "may contain only A-Z a-z 0-9 _ . -",
-        ));
+        return Err(Invalid::new("username", "may contain only A-Z a-z 0-9 _ . -"));
     }
     Ok(())
 }
 
 /// At least 8 characters; at most 1024 bytes so hashing cost stays bounded.
-pub fn validate_password(password: &str) -> Result<(), ApiError> {
+pub fn validate_password(password: &str) -> Result<(), Invalid> {
     if password.chars().count() < 8 {
-        return Err(ApiError::invalid("password", "must be at least 8 characters"));
+        return Err(Invalid::new("password", "must be at least 8 characters"));
     }
     if password.len() > 1024 {
-        return Err(ApiError::invalid("password", "must be at most 1024 bytes"));
+        return Err(Invalid::new("password", "must be at most 1024 bytes"));
     }
     Ok(())
 }
 
 /// A free-text field of bounded length.
-pub fn validate_text(field: &'static str, value: &str, max_chars: usize) -> Result<(), ApiError> {
+pub fn validate_text(field: &'static str, value: &str, max_chars: usize) -> Result<(), Invalid> {
     if value.chars().count() > max_chars {
-        return Err(ApiError::invalid(
+        return Err(Invalid::new(
             field,
             format!("must be at most {max_chars} characters"),
         ));
     }
     if value.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::invalid(field, "must not contain control characters"));
+        return Err(Invalid::new(field, "must not contain control characters"));
     }
     Ok(())
 }
 
 /// Empty, or an http(s) URL of at most 2048 bytes.
-pub fn validate_avatar_url(url: &str) -> Result<(), ApiError> {
+pub fn validate_avatar_url(url: &str) -> Result<(), Invalid> {
     if url.is_empty() {
         return Ok(());
     }
     if url.len() > 2048 {
-        return Err(ApiError::invalid("avatar_url", "must be at most 2048 bytes"));
+        return Err(Invalid::new("avatar_url", "must be at most 2048 bytes"));
     }
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
     match rest {
         Some(r) if !r.is_empty() && !r.chars().any(char::is_whitespace) => Ok(()),
-        _ => Err(ApiError::invalid(
-            "avatar_url",
-            "must be an http:// or https:// URL",
-        )),
+        _ => Err(Invalid::new("avatar_url", "must be an http:// or https:// URL")),
     }
 }
 
 /// At most 100 keys after the update; keys 1-64 characters, values up to 1024.
-pub fn validate_preferences(prefs: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub fn validate_preferences(prefs: &BTreeMap<String, String>) -> Result<(), Invalid> {
     if prefs.len() > 100 {
-        return Err(ApiError::invalid("preferences", "at most 100 entries"));
+        return Err(Invalid::new("preferences", "at most 100 entries"));
     }
     for (k, v) in prefs {
         if k.is_empty() || k.chars().count() > 64 {
-            return Err(ApiError::invalid("preferences", "keys must be 1-64 characters"));
+            return Err(Invalid::new("preferences", "keys must be 1-64 characters"));
         }
         if v.chars().count() > 1024 {
-            return Err(ApiError::invalid(
+            return Err(Invalid::new(
                 "preferences",
                 format!("value of {k:?} must be at most 1024 characters"),
             ));

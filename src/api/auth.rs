@@ -2,8 +2,11 @@
 
 use tonic::{Request, Response, Status};
 
+use super::users::convert::timestamp;
 use crate::{
+    auth::Auth,
     error::ApiError,
+    model::Status as UserStatus,
     proto::{
         auth::v1::{
             auth_service_server::AuthService, login_request::Identifier, LoginRequest, LoginResponse,
@@ -11,10 +14,8 @@ use crate::{
         user::v1 as upb,
     },
     store::UserKey,
-    users::{convert::timestamp, model::Status as UserStatus, Users},
+    users::Users,
 };
-
-use super::Auth;
 
 /// The AuthService implementation.
 #[derive(Clone)]

@@ -3,11 +3,10 @@
 
 use crate::{
     error::ApiError,
-    proto::user::v1 as pb,
+    model::{ChangeKind, Role, Roles, Status, User, UserChange},
+    proto::user::v1::{self as pb, user_activity_event::Kind},
     store::{ListFilter, UserKey},
 };
-
-use super::model::{Role, Roles, Status, User};
 
 /// A protobuf timestamp from microseconds since the epoch.
 pub fn timestamp(micros: i64) -> prost_types::Timestamp {
@@ -37,6 +36,28 @@ impl From<&User> for pb::User {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+        }
+    }
+}
+
+impl From<ChangeKind> for Kind {
+    fn from(k: ChangeKind) -> Kind {
+        match k {
+            ChangeKind::Created => Kind::Created,
+            ChangeKind::Updated => Kind::Updated,
+            ChangeKind::Deleted => Kind::Deleted,
+            ChangeKind::LoggedIn => Kind::LoggedIn,
+        }
+    }
+}
+
+impl From<&UserChange> for pb::UserActivityEvent {
+    fn from(c: &UserChange) -> pb::UserActivityEvent {
+        pb::UserActivityEvent {
+            kind: Kind::from(c.kind) as i32,
+            user_id: c.user_id,
+            user: Some(pb::User::from(&c.user)),
+            occurred_at: Some(timestamp(c.occurred_at)),
         }
     }
 }
