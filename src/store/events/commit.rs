@@ -66,6 +66,12 @@ impl Store {
     }
 }
 
+/// Each recipient's next free seq.
+type NextSeqs = HashMap<u64, u64>;
+
+/// One publish's (recipient, seq) pairs.
+type Deliveries = Vec<(u64, u64)>;
+
 /// One batch's publishes and what the steps decided about each.
 pub(super) struct Batch<'a> {
     pub(super) items: &'a [Arc<NewEvent>],
@@ -142,11 +148,7 @@ impl<'a> Batch<'a> {
     /// recipient order (a fixed lock order across servers), and plans each fresh
     /// publish's (recipient, seq) deliveries. Returns each recipient's next free seq
     /// after the batch, and the deliveries in the order of [`Batch::fresh`].
-    #[allow(clippy::type_complexity)]
-    async fn advance_heads(
-        &self,
-        tx: &mut WriteTx,
-    ) -> StoreResult<(HashMap<u64, u64>, Vec<Vec<(u64, u64)>>)> {
+    async fn advance_heads(&self, tx: &mut WriteTx) -> StoreResult<(NextSeqs, Vec<Deliveries>)> {
         let fresh = self.fresh();
         let recipients = || fresh.iter().map(|&i| self.items[i].recipients.as_slice());
         let counts = recipient_counts(recipients());
@@ -172,7 +174,7 @@ impl<'a> Batch<'a> {
 
     /// Step 5a: the bodies of the fresh publishes (ids in commit-time order), paired with
     /// their `planned` deliveries.
-    fn make_bodies(&mut self, now: i64, planned: Vec<Vec<(u64, u64)>>) {
+    fn make_bodies(&mut self, now: i64, planned: Vec<Deliveries>) {
         let fresh = self.fresh();
         self.bodies = Vec::with_capacity(fresh.len());
         for (i, deliveries) in fresh.into_iter().zip(planned) {
