@@ -13,17 +13,18 @@
 //! use the other pool; in WAL mode they never wait for the writer. On PostgreSQL both are
 //! the same pool: row locks order concurrent writers.
 //!
-//! **A failed write leaves nothing behind.** A multi-statement write runs on a
-//! [`WriteConn`], which closes its connection instead of returning it to the pool unless
-//! the transaction committed: a COMMIT that failed (full disk, lost connection) can never
-//! leave a transaction open for the next caller to write into.
+//! **A failed write leaves nothing behind**: see the `write` module.
+//!
+//! Submodules: `error` (classification), `write` (the write transaction guard),
+//! [`events`] (the activity log), [`plan`] (the pure planning of a batch commit), `users`.
 
+mod error;
 pub mod events;
 pub mod plan;
 mod users;
+mod write;
 
 use std::{
-    ops::{Deref, DerefMut},
     str::FromStr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -33,91 +34,14 @@ use std::{
 };
 
 use sqlx::{
-    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPool, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
-    Database,
 };
 use tokio::sync::watch;
 
+pub use error::{StoreError, StoreResult};
 pub use users::{ListFilter, NewUser, PageStart, UserChanges, UserKey};
-
-/// Errors of the store layer, classified by SQLSTATE / SQLite code, never by message text.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique constraint refused the write (e.g. email taken).
-    #[error("unique constraint violated")]
-    UniqueViolation,
-    /// The row does not exist (or is soft-deleted).
-    #[error("not found")]
-    NotFound,
-    /// The database could not be reached, is locked or is overloaded; retrying later may work.
-    #[error("store unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    /// The database is out of space (a full disk, SQLite's page limit, PostgreSQL's
-    /// `disk_full`): writes fail until space is freed.
-    #[error("store full: {0}")]
-    Full(#[source] sqlx::Error),
-    /// A stored value could not be decoded (a bug or a hand-edited database).
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    /// The connection was lost while COMMIT was under way: whether the transaction
-    /// committed is unknown (it was checked and the store could not be reached).
-    #[error("connection lost during commit; outcome unknown: {0}")]
-    CommitUnknown(#[source] sqlx::Error),
-    /// Anything else the database said.
-    #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
-    /// Migrations failed at start.
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::UniqueViolation,
-            sqlx::Error::Database(db) if is_full(db.as_ref()) => StoreError::Full(e),
-            sqlx::Error::Database(db) if is_busy(db.as_ref()) => StoreError::Unavailable(e),
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
-            _ => StoreError::Database(e),
-        }
-    }
-}
-
-/// SQLite "full" (13) and PostgreSQL `disk_full` (53100).
-fn is_full(db: &dyn sqlx::error::DatabaseError) -> bool {
-    match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-        Some(pg) => pg.code() == "53100",
-        None => sqlite_primary_code(db) == Some(13),
-    }
-}
-
-/// SQLite "busy"/"locked" (5, 6), "read-only" (8), "I/O error" (10) and "cannot open"
-/// (14), with their extended variants; PostgreSQL class 53 (insufficient resources),
-/// 57P01-03 (shutdown), 08 (connection) and 25P03 (idle transaction timeout).
-fn is_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
-    match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
-        Some(pg) => {
-            let c = pg.code();
-            c.starts_with("53") || c.starts_with("57P") || c.starts_with("08") || c == "25P03"
-        }
-        None => matches!(sqlite_primary_code(db), Some(5 | 6 | 8 | 10 | 14)),
-    }
-}
-
-/// The primary result code (the low byte of an extended one) of a SQLite error.
-fn sqlite_primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
-    db.code()?.parse::<i32>().ok().map(|n| n & 0xff)
-}
-
-/// Result of store calls.
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) use write::WriteConn;
 
 /// The typed pools; [`dispatch!`] runs the same query text on either.
 #[derive(Clone, Debug)]
@@ -424,79 +348,6 @@ impl Store {
 /// Bytes the write probe writes (and deletes): several pages, so a store that cannot
 /// grow fails it.
 const PROBE_BYTES: usize = 64 * 1024;
-
-/// A connection inside a write transaction. Unless [`commit`](WriteConn::commit)
-/// succeeds, the connection is closed when this is dropped (the database rolls the
-/// transaction back) instead of going back to the pool: a failed COMMIT or a statement
-/// that failed half-way never leaves an open transaction for the next caller.
-pub(crate) struct WriteConn<DB: Database> {
-    conn: Option<PoolConnection<DB>>,
-}
-
-impl<DB: Database> WriteConn<DB> {
-    /// Takes a connection from `pool` and begins a write transaction on it: `BEGIN
-    /// IMMEDIATE` on SQLite (the write lock now, so no statement fails later on a stale
-    /// snapshot), `BEGIN` on PostgreSQL.
-    pub(crate) async fn begin(pool: &sqlx::Pool<DB>) -> StoreResult<WriteConn<DB>>
-    where
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    {
-        let begin = if DB::NAME == "SQLite" {
-            "BEGIN IMMEDIATE"
-        } else {
-            "BEGIN"
-        };
-        let mut conn = WriteConn {
-            conn: Some(pool.acquire().await?),
-        };
-        sqlx::query(begin).execute(&mut *conn).await?;
-        Ok(conn)
-    }
-
-    /// Commits; only then does the connection go back to the pool.
-    pub(crate) async fn commit(mut self) -> StoreResult<()>
-    where
-        for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-        for<'q> <DB as Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    {
-        match sqlx::query("COMMIT").execute(&mut *self).await {
-            Ok(_) => {
-                drop(self.conn.take());
-                Ok(())
-            }
-            // No answer from a database server: the COMMIT may have been applied. (An
-            // embedded SQLite either committed or did not: its error says which.)
-            Err(e @ (sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_)))
-                if DB::NAME != "SQLite" =>
-            {
-                Err(StoreError::CommitUnknown(e))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-}
-
-impl<DB: Database> Deref for WriteConn<DB> {
-    type Target = DB::Connection;
-    fn deref(&self) -> &DB::Connection {
-        self.conn.as_ref().expect("connection present until commit")
-    }
-}
-
-impl<DB: Database> DerefMut for WriteConn<DB> {
-    fn deref_mut(&mut self) -> &mut DB::Connection {
-        self.conn.as_mut().expect("connection present until commit")
-    }
-}
-
-impl<DB: Database> Drop for WriteConn<DB> {
-    fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            conn.close_on_drop();
-        }
-    }
-}
 
 /// Microseconds since the Unix epoch: how every timestamp is stored.
 pub fn now_micros() -> i64 {

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::{
-    activity::{client, event_req, Sub},
+    activity::dsl::{client, event_req, Sub},
     helpers::{args_with, authed, Backend, TestDb, ADMIN_EMAIL, ADMIN_PASSWORD},
 };
 

@@ -29,7 +29,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    activity::{client, event_req, Sub},
+    activity::dsl::{client, event_req, Sub},
     helpers::{authed, bulk_users, Backend, TestDb, TestServer},
 };
 

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::{transport::Channel, Code};
 
 use crate::{
-    activity::{client, event_req, publish, start, Sub},
+    activity::dsl::{client, event_req, publish, start, Sub},
     dual,
     helpers::{assert_status, authed, eventually, Backend, TestDb, TestServer, ADMIN_EMAIL, PASSWORD},
 };

@@ -7,7 +7,7 @@ use activity_hub::proto::activity::v1::Start;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    activity::{event_req, publish_stream, Sub},
+    activity::dsl::{event_req, publish_stream, Sub},
     crash::{admin, free_port, spawn_server_with},
     helpers::{Backend, TestDb},
 };

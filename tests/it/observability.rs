@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tonic::Code;
 
 use crate::{
-    activity::{start, Sub},
+    activity::dsl::{start, Sub},
     crash::{admin, spawn_server_logging},
     helpers::{authed, Backend, TestDb, TestServer},
 };
