@@ -3,8 +3,9 @@
 //! events with a timeout, ack, and check order without gaps. Other test modules
 //! (crash, faults, limits, metrics, observability) use it too.
 //!
-//! [`Sub::open`] is the one Subscribe handshake of the tests (send Start, wait for
-//! Subscribed): every subscription in the suite is opened through it.
+//! [`Sub::open`] opens every subscription of the suite, through the client library's
+//! Subscribe handshake (`activity_hub_client::OpenStream`, shared with the client's
+//! resumable subscription, the CLI and the load tool).
 
 use std::{ops::Deref, ops::RangeInclusive, sync::Arc, time::Duration};
 
@@ -16,9 +17,9 @@ use activity_hub::proto::{
     },
     user::v1::{User, UserRole},
 };
+use activity_hub_client::OpenStream;
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{transport::Channel, Status, Streaming};
 
 use crate::helpers::{authed, Backend, TestDb, TestServer};
@@ -238,30 +239,17 @@ pub struct Sub {
 }
 
 impl Sub {
-    /// The Subscribe handshake: sends `s` as the Start and waits for Subscribed.
+    /// The Subscribe handshake, the client library's own (`OpenStream::open`): sends
+    /// `s` as the Start and waits for Subscribed.
     pub async fn open(ch: &Channel, token: &str, s: Start) -> Result<Sub, Status> {
-        let (tx, rx) = mpsc::channel(1024);
-        tx.send(SubscribeRequest {
-            msg: Some(subscribe_request::Msg::Start(s)),
+        let metadata = authed((), token).into_parts().0;
+        let stream = OpenStream::open(ch.clone(), s, metadata, 1024).await?;
+        Ok(Sub {
+            tx: stream.requests,
+            rx: stream.responses,
+            subscribed: stream.subscribed,
+            headers: stream.headers,
         })
-        .await
-        .unwrap();
-        let res = client(ch)
-            .subscribe(authed(ReceiverStream::new(rx), token))
-            .await?;
-        let headers = res.metadata().clone();
-        let mut rx = res.into_inner();
-        match rx.message().await? {
-            Some(SubscribeResponse {
-                msg: Some(subscribe_response::Msg::Subscribed(s)),
-            }) => Ok(Sub {
-                tx,
-                rx,
-                subscribed: s,
-                headers,
-            }),
-            other => panic!("first message must be Subscribed, got {other:?}"),
-        }
     }
 
     /// The next event (heartbeats skipped), failing the test after 20 s.
