@@ -15,7 +15,7 @@
 
 use prost::Message;
 
-use super::{registry::RegistryMsg, Hub};
+use super::Hub;
 use crate::{error::ApiError, proto::user::v1 as userpb};
 
 /// Starts listening (returns once LISTEN is in place) and spawns the receive loop.
@@ -40,12 +40,12 @@ pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
                 // lost, so every subscriber re-reads its head.
                 Ok(None) => {
                     tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
-                    let _ = hub.registry().cast(RegistryMsg::Recheck);
+                    hub.registry().recheck();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "notification listener error; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let _ = hub.registry().cast(RegistryMsg::Recheck);
+                    hub.registry().recheck();
                 }
             }
         }
@@ -78,28 +78,25 @@ fn handle(hub: &Hub, payload: &str) {
     if origin == hub.origin() {
         return;
     }
-    let msg = match kind {
-        "h" => RegistryMsg::Heads(parse_heads(rest)),
+    let registry = hub.registry();
+    match kind {
+        "h" => registry.heads(parse_heads(rest)),
         "c" => {
             let Some((user, consumer)) = rest.split_once('|') else {
                 return;
             };
             let Ok(user_id) = user.parse() else { return };
-            RegistryMsg::ReplaceConsumer {
-                user_id,
-                consumer: consumer.to_string(),
-            }
+            registry.replace_consumer(user_id, consumer.to_string());
         }
         "u" => {
             let Some(bytes) = unhex(rest) else { return };
             let Ok(ev) = userpb::UserActivityEvent::decode(bytes.as_slice()) else {
                 return;
             };
-            RegistryMsg::UserChanged(std::sync::Arc::new(ev))
+            registry.user_changed(std::sync::Arc::new(ev));
         }
-        _ => return,
-    };
-    let _ = hub.registry().cast(msg);
+        _ => {}
+    }
 }
 
 /// Tells other servers that a stream for this consumer opened here.

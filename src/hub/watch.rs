@@ -6,11 +6,11 @@
 //! watcher that cannot keep up (256 unread notifications) is ended with
 //! RESOURCE_EXHAUSTED rather than silently skipping changes.
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use super::{forward_requests, registry::RegistryMsg, Hub, UserChange};
+use super::{forward_requests, Hub, StreamInput, UserChange};
 use crate::{
     auth::{
         policy::{authorize, Call},
@@ -25,7 +25,7 @@ use crate::{
 const OUTBOX: usize = 256;
 
 /// Messages of a watcher.
-pub enum WatchMsg {
+enum WatchMsg {
     /// A watched user changed.
     Change(UserChange),
     /// A client request: SUBSCRIBE/UNSUBSCRIBE.
@@ -36,11 +36,41 @@ pub enum WatchMsg {
     Fail(Status),
 }
 
+/// A running watcher: the registry hands it user changes, the edge the client's requests.
+#[derive(Clone)]
+pub(crate) struct WatcherHandle(ActorRef<WatchMsg>);
+
+impl WatcherHandle {
+    /// Identifies the actor (the registry forgets it by this id when it stops).
+    pub(crate) fn id(&self) -> ActorId {
+        self.0.get_id()
+    }
+
+    /// A watched user changed.
+    pub(crate) fn change(&self, change: UserChange) {
+        let _ = self.0.cast(WatchMsg::Change(change));
+    }
+}
+
+impl StreamInput<pb::UserActivityRequest> for WatcherHandle {
+    fn input(&self, req: pb::UserActivityRequest) -> bool {
+        self.0.cast(WatchMsg::Request(req)).is_ok()
+    }
+
+    fn broken(&self, status: Status) {
+        let _ = self.0.cast(WatchMsg::Fail(status));
+    }
+
+    fn client_gone(&self) {
+        let _ = self.0.cast(WatchMsg::ClientGone);
+    }
+}
+
 /// The actor.
-pub struct Watcher;
+struct Watcher;
 
 /// Start-up arguments and state.
-pub struct State {
+struct State {
     hub: Hub,
     caller: Principal,
     open_signup: bool,
@@ -54,10 +84,7 @@ impl Actor for Watcher {
     type Arguments = State;
 
     async fn pre_start(&self, myself: ActorRef<WatchMsg>, state: State) -> Result<State, ActorProcessingErr> {
-        state
-            .hub
-            .registry()
-            .cast(RegistryMsg::WatcherStarted(myself.get_id()))?;
+        state.hub.registry().watcher_started(myself.get_id());
         Ok(state)
     }
 
@@ -93,18 +120,8 @@ impl Actor for Watcher {
 impl State {
     fn request(&mut self, myself: &ActorRef<WatchMsg>, req: pb::UserActivityRequest) -> Result<(), ApiError> {
         match watch_request(&self.caller, self.open_signup, &req)? {
-            WatchChange::Add(target) => {
-                let _ = self.hub.registry().cast(RegistryMsg::Watch {
-                    target,
-                    watcher: myself.clone(),
-                });
-            }
-            WatchChange::Remove(target) => {
-                let _ = self.hub.registry().cast(RegistryMsg::Unwatch {
-                    target,
-                    watcher: myself.get_id(),
-                });
-            }
+            WatchChange::Add(target) => self.hub.registry().watch(target, WatcherHandle(myself.clone())),
+            WatchChange::Remove(target) => self.hub.registry().unwatch(target, myself.get_id()),
         }
         Ok(())
     }
@@ -158,7 +175,7 @@ pub(crate) async fn open(
     let (out, rx) = mpsc::channel(OUTBOX);
     let (term_tx, term_rx) = oneshot::channel();
     let token = hub.shutdown_token().clone();
-    let registry = hub.registry().get_cell();
+    let registry = hub.registry().cell();
     let closed = out.clone();
     let (actor, _) = Actor::spawn_linked(
         None,
@@ -177,10 +194,8 @@ pub(crate) async fn open(
     forward_requests(
         inbound,
         async move { closed.closed().await },
-        actor,
-        WatchMsg::Request,
-        WatchMsg::Fail,
-        WatchMsg::ClientGone,
+        WatcherHandle(actor),
+        std::convert::identity,
     );
     Ok(actor_stream(rx, std::convert::identity, term_rx, token))
 }
