@@ -239,3 +239,79 @@ impl SupervisorHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+    use crate::store::StoreOptions;
+
+    async fn start(dir: &tempfile::TempDir) -> (SupervisorHandle, RegistryHandle, PersistenceHandle) {
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = Store::connect(&StoreOptions::new(url))
+            .await
+            .expect("store opens");
+        SupervisorHandle::start(Args {
+            store,
+            config: HubConfig {
+                default_window: 16,
+                heartbeat_interval: Duration::from_secs(3600),
+                publish_batch_max: 16,
+                retention_max_age: Duration::ZERO,
+                retention_max_events: 0,
+                retention_interval: Duration::from_secs(3600),
+                idempotency_window: Duration::from_secs(60),
+            },
+            stats: Arc::new(HubStats::default()),
+            origin: "test".into(),
+        })
+        .await
+        .expect("hub actors start")
+    }
+
+    #[tokio::test]
+    async fn a_child_that_dies_marks_the_hub_failed_and_shutdown_still_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sup, registry, persistence) = start(&dir).await;
+        assert!(!sup.failed().is_cancelled(), "healthy at start");
+        registry.cell().kill();
+        tokio::time::timeout(Duration::from_secs(5), sup.failed().cancelled())
+            .await
+            .expect("the supervisor noticed the registry dying and declared the hub failed");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            sup.shutdown(&registry, &persistence, Duration::ZERO),
+        )
+        .await
+        .expect("shutdown completes with a dead child");
+        assert_eq!(persistence.cell().get_status(), ractor::ActorStatus::Stopped);
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_and_awaits_every_actor_and_is_no_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sup, registry, persistence) = start(&dir).await;
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            sup.shutdown(&registry, &persistence, Duration::ZERO),
+        )
+        .await
+        .expect("shutdown completes");
+        assert!(!sup.failed().is_cancelled(), "an ordered stop is not a failure");
+        for (name, cell) in [
+            ("registry", registry.cell()),
+            ("persistence", persistence.cell()),
+            ("supervisor", sup.actor.get_cell()),
+        ] {
+            assert_eq!(cell.get_status(), ractor::ActorStatus::Stopped, "{name} stopped");
+        }
+        // A second call (say, a retried shutdown) returns at once.
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            sup.shutdown(&registry, &persistence, Duration::ZERO),
+        )
+        .await
+        .expect("idempotent");
+    }
+}
