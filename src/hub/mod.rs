@@ -152,8 +152,9 @@ pub(crate) fn forward_requests<Req, In>(
 pub type UserChange = Arc<userpb::UserActivityEvent>;
 
 impl Hub {
-    /// Starts the registry and persistence actors (and, on PostgreSQL, the listener for
-    /// other servers' notifications). `shutdown` ends every open stream with UNAVAILABLE.
+    /// Starts the supervisor, which starts the registry and persistence actors linked to
+    /// it (and, on PostgreSQL, the listener for other servers' notifications). `shutdown`
+    /// ends every open stream with UNAVAILABLE; [`Hub::shutdown`] stops the actors.
     pub async fn start(
         store: Store,
         config: HubConfig,
