@@ -11,7 +11,7 @@
 //!   the validation every publish passes before it reaches the persistence actor.
 //! - `routing/spread/{1,100,1000}`: the registry actor routing one `Committed` batch of
 //!   1,000 events, spread round-robin over N registered subscribers, until every
-//!   subscriber actor has received its `SubMsg::Live` share. The subscribers only count,
+//!   subscriber actor has received its live share. The subscribers only count,
 //!   so this is the registry's grouping plus one mailbox hop per recipient. Throughput is
 //!   deliveries.
 //!
@@ -33,19 +33,14 @@ use std::{
 
 use activity_hub::{
     api::activity::convert::{self, PublishLimits},
-    hub::{
-        registry::{Registry, RegistryMsg},
-        subscription::SubMsg,
-        HubStats,
-    },
+    hub::{registry::RegistryHandle, subscription, HubStats, SubscriptionHandle},
     proto::activity::v1::{subscribe_response, PublishRequest, SubscribeResponse},
     store::events::{Committed, EventBody, StoredEvent},
 };
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use prost::Message;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 /// Events per routed batch.
 const BATCH: usize = 1_000;
@@ -162,39 +157,10 @@ impl Progress {
     }
 }
 
-/// A stand-in subscription actor that only counts the live events routed to it.
-struct Counter;
-
-impl Actor for Counter {
-    type Msg = SubMsg;
-    type State = Arc<Progress>;
-    type Arguments = Arc<Progress>;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<SubMsg>,
-        progress: Arc<Progress>,
-    ) -> Result<Arc<Progress>, ActorProcessingErr> {
-        Ok(progress)
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<SubMsg>,
-        msg: SubMsg,
-        progress: &mut Arc<Progress>,
-    ) -> Result<(), ActorProcessingErr> {
-        if let SubMsg::Live(events) = msg {
-            progress.add(events.len() as u64);
-        }
-        Ok(())
-    }
-}
-
 /// A registry with `n` counting subscribers, users 1..=n.
 struct Fixture {
-    registry: ActorRef<RegistryMsg>,
-    subs: Vec<ActorRef<SubMsg>>,
+    registry: RegistryHandle,
+    subs: Vec<SubscriptionHandle>,
     progress: Arc<Progress>,
 }
 
@@ -202,25 +168,21 @@ impl Fixture {
     async fn start(n: u64) -> Fixture {
         let stats = Arc::new(HubStats::default());
         // No heartbeat ticks during a run: they would add messages to every subscriber.
-        let (registry, _) = Actor::spawn(None, Registry, (stats, Duration::from_secs(3600)))
+        let (registry, _) = RegistryHandle::spawn(stats, Duration::from_secs(3600), None)
             .await
             .expect("registry starts");
         let progress = Arc::new(Progress::default());
         let mut subs = Vec::with_capacity(n as usize);
         for user_id in 1..=n {
-            let (sub, _) = Actor::spawn(None, Counter, progress.clone())
+            // A stand-in subscription actor that only counts the live events routed to it.
+            let counted = progress.clone();
+            let sub = subscription::stub(None, move |events| counted.add(events.len() as u64))
                 .await
                 .expect("counting subscriber starts");
-            let (reply, registered) = oneshot::channel();
             registry
-                .cast(RegistryMsg::Register {
-                    user_id,
-                    consumer: None,
-                    sub: sub.clone(),
-                    reply,
-                })
-                .expect("registry is running");
-            registered.await.expect("registry answers Register");
+                .register(user_id, None, sub.clone())
+                .await
+                .expect("registry answers Register");
             subs.push(sub);
         }
         Fixture {
@@ -236,18 +198,16 @@ impl Fixture {
         let goal = self.progress.goal.load(Ordering::Relaxed) + deliveries;
         self.progress.goal.store(goal, Ordering::Release);
         let start = Instant::now();
-        self.registry
-            .cast(RegistryMsg::Committed(batch))
-            .expect("registry is running");
+        self.registry.committed(batch);
         self.progress.wait_for(goal).await;
         start.elapsed()
     }
 
     fn stop(self) {
         for s in self.subs {
-            s.stop(None);
+            s.stop();
         }
-        self.registry.stop(None);
+        self.registry.stop();
     }
 }
 

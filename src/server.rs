@@ -1,8 +1,9 @@
 //! Assembly and lifecycle: builds the store, auth and services from a [`ServeConfig`],
 //! serves them with health and reflection on one listener, and shuts down in order.
 //!
-//! Shutdown order: signal -> health NOT_SERVING -> open streams end with UNAVAILABLE and
-//! the transport stops accepting and drains -> the store is closed; bounded by
+//! Shutdown order: signal (or a failed hub actor) -> health NOT_SERVING -> open streams
+//! end with UNAVAILABLE and the transport stops accepting and drains -> the hub's actors
+//! are stopped and awaited, what they queued committed -> the store is closed; bounded by
 //! `--shutdown-grace`.
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -259,11 +260,17 @@ pub async fn serve(
         health.clone(),
         stopping.clone(),
     ));
+    let hub_failed = app.hub.failed();
     let signal = {
         let stopping = stopping.clone();
         let health = health.clone();
+        let hub_failed = hub_failed.clone();
         async move {
-            shutdown.await;
+            // A failed hub actor (logged by the hub's supervisor) cannot be served around.
+            tokio::select! {
+                _ = shutdown => {}
+                _ = hub_failed.cancelled() => {}
+            }
             tracing::info!("shutting down: health NOT_SERVING, ending open streams, draining calls");
             health.stop().await;
             streams.cancel();
@@ -337,10 +344,16 @@ pub async fn serve(
             Ok(())
         }
     };
-    // Streams have ended; commit what is queued (acks included) before closing the store.
+    // Streams have ended; stop and await the hub's actors, committing what is queued
+    // (acks included), before closing the store.
     app.hub.shutdown(Duration::from_secs(2)).await;
     app.store.close().await;
     tracing::info!("stopped");
+    if hub_failed.is_cancelled() {
+        return Err(ServerError::Hub(
+            "a hub actor failed (see the log); stopped".into(),
+        ));
+    }
     result
 }
 

@@ -16,7 +16,7 @@ use activity_hub::{
         service::{after_start, first_start, with_index},
     },
     auth::policy::Call,
-    hub::subscription::SubMsg,
+    hub::ClientInput,
     model::{AckMode, Principal, StartFrom},
     proto::activity::v1 as pb,
 };
@@ -299,8 +299,8 @@ fn subscribe(body: &[u8], caller: Option<&Principal>, default_window: u32) {
             _ => None,
         };
         match (after_start(r), ack) {
-            (SubMsg::Ack(got), Some(seq)) => assert_eq!(got, seq),
-            (SubMsg::Fail(status), None) => {
+            (ClientInput::Ack(got), Some(seq)) => assert_eq!(got, seq),
+            (ClientInput::Invalid(status), None) => {
                 assert_eq!(status.code(), Code::InvalidArgument);
                 break;
             }

@@ -14,6 +14,8 @@
 //!   `window` unacked events in flight and falls back to reading the store when the client
 //!   is behind, so its memory is O(window) however far behind the client is.
 //! - [`watch`]: one actor per UserActivity stream (user lifecycle notifications).
+//! - `supervisor`: the root actor; it links the registry and persistence, declares the
+//!   hub failed if either dies, and stops them in order at shutdown.
 //! - [`notify`]: on PostgreSQL, servers sharing the database tell each other about
 //!   commits, consumer takeovers and user changes with LISTEN/NOTIFY.
 //!
@@ -29,6 +31,7 @@ pub mod notify;
 pub mod persistence;
 pub mod registry;
 pub mod subscription;
+mod supervisor;
 pub mod watch;
 
 use std::{
@@ -40,7 +43,6 @@ use std::{
 };
 
 use futures_util::Stream;
-use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -54,8 +56,10 @@ use crate::{
     },
     users::ChangeSink,
 };
-use persistence::{PersistMsg, Persistence};
-use registry::{Registry, RegistryMsg};
+use persistence::PersistenceHandle;
+use registry::RegistryHandle;
+pub use subscription::{ClientInput, SubscriptionHandle};
+use supervisor::SupervisorHandle;
 
 /// Hub settings, taken from the server configuration.
 #[derive(Clone, Debug)]
@@ -91,8 +95,9 @@ struct Inner {
     store: Store,
     config: HubConfig,
     stats: Arc<HubStats>,
-    persistence: ActorRef<PersistMsg>,
-    registry: ActorRef<RegistryMsg>,
+    persistence: PersistenceHandle,
+    registry: RegistryHandle,
+    supervisor: SupervisorHandle,
     origin: String,
     shutdown: CancellationToken,
 }
@@ -103,21 +108,29 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
-/// Feeds the client's half of a bidi call to its stream actor as `to_msg(request)`, until
-/// the client goes away: then `gone`. A reset ends it at once; a half-close does not (the
-/// server keeps streaming), so it then waits for `client_gone` (the outbox closing).
-/// `inbound` is the request stream as the edge decoded it (an error ends the call with
-/// that status).
-pub(crate) fn forward_requests<Req, M>(
+/// A stream actor's handle, as [`forward_requests`] feeds it the client's half of a call.
+pub(crate) trait StreamInput<In>: Send + 'static {
+    /// A message from the client; false once the actor has stopped.
+    fn input(&self, input: In) -> bool;
+    /// The request stream broke (say, an oversized message): end with this status.
+    fn broken(&self, status: tonic::Status);
+    /// The client went away.
+    fn client_gone(&self);
+}
+
+/// Feeds the client's half of a bidi call to its stream actor as `convert(request)`, until
+/// the client goes away: then `client_gone`. A reset ends it at once; a half-close does
+/// not (the server keeps streaming), so it then waits for `client_gone` (the outbox
+/// closing). `inbound` is the request stream as the edge decoded it (an error ends the
+/// call with that status).
+pub(crate) fn forward_requests<Req, In>(
     inbound: impl Stream<Item = Result<Req, tonic::Status>> + Send + 'static,
     client_gone: impl std::future::Future<Output = ()> + Send + 'static,
-    actor: ActorRef<M>,
-    to_msg: fn(Req) -> M,
-    failed: fn(tonic::Status) -> M,
-    gone: M,
+    actor: impl StreamInput<In>,
+    convert: fn(Req) -> In,
 ) where
     Req: Send + 'static,
-    M: ractor::Message,
+    In: 'static,
 {
     use futures_util::StreamExt;
     tokio::spawn(async move {
@@ -130,14 +143,14 @@ pub(crate) fn forward_requests<Req, M>(
             };
             match msg {
                 Some(Ok(req)) => {
-                    if actor.cast(to_msg(req)).is_err() {
+                    if !actor.input(convert(req)) {
                         return;
                     }
                 }
                 // A broken request stream (say, an oversized message) ends the call with
                 // its status; if the client is gone, nobody reads it and that is fine.
                 Some(Err(status)) => {
-                    let _ = actor.cast(failed(status));
+                    actor.broken(status);
                     return;
                 }
                 None => {
@@ -146,7 +159,7 @@ pub(crate) fn forward_requests<Req, M>(
                 }
             }
         }
-        let _ = actor.cast(gone);
+        actor.client_gone();
     });
 }
 
@@ -155,8 +168,9 @@ pub(crate) fn forward_requests<Req, M>(
 pub type UserChange = Arc<crate::model::UserChange>;
 
 impl Hub {
-    /// Starts the registry and persistence actors (and, on PostgreSQL, the listener for
-    /// other servers' notifications). `shutdown` ends every open stream with UNAVAILABLE.
+    /// Starts the supervisor, which starts the registry and persistence actors linked to
+    /// it (and, on PostgreSQL, the listener for other servers' notifications). `shutdown`
+    /// ends every open stream with UNAVAILABLE; [`Hub::shutdown`] stops the actors.
     pub async fn start(
         store: Store,
         config: HubConfig,
@@ -164,19 +178,12 @@ impl Hub {
     ) -> Result<Hub, ApiError> {
         let stats = Arc::new(HubStats::default());
         let origin = uuid::Uuid::now_v7().simple().to_string();
-        let (registry, _) = Actor::spawn(None, Registry, (stats.clone(), config.heartbeat_interval))
-            .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))?;
-        let (persistence, _) = Actor::spawn(
-            None,
-            Persistence,
-            persistence::Args {
-                store: store.clone(),
-                registry: registry.clone(),
-                config: config.clone(),
-                origin: origin.clone(),
-            },
-        )
+        let (supervisor, registry, persistence) = SupervisorHandle::start(supervisor::Args {
+            store: store.clone(),
+            config: config.clone(),
+            stats: stats.clone(),
+            origin: origin.clone(),
+        })
         .await
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
         let hub = Hub {
@@ -186,6 +193,7 @@ impl Hub {
                 stats,
                 persistence,
                 registry,
+                supervisor,
                 origin,
                 shutdown,
             }),
@@ -215,12 +223,18 @@ impl Hub {
         self.inner.store.backend() == Backend::Postgres
     }
 
-    pub(crate) fn registry(&self) -> &ActorRef<RegistryMsg> {
+    pub(crate) fn registry(&self) -> &RegistryHandle {
         &self.inner.registry
     }
 
-    pub(crate) fn persistence(&self) -> &ActorRef<PersistMsg> {
+    pub(crate) fn persistence(&self) -> &PersistenceHandle {
         &self.inner.persistence
+    }
+
+    /// Cancelled if one of the hub's actors fails: the hub can no longer serve, and the
+    /// server shuts down (see the supervisor's failure policy).
+    pub fn failed(&self) -> CancellationToken {
+        self.inner.supervisor.failed().clone()
     }
 
     pub(crate) fn origin(&self) -> &str {
@@ -234,15 +248,7 @@ impl Hub {
     /// Queues a publish for the next commit; the receiver resolves once it is committed
     /// (or failed). Queueing several before awaiting pipelines them, answered in order.
     pub fn enqueue(&self, event: NewEvent) -> oneshot::Receiver<Result<PublishOutcome, ApiError>> {
-        let (tx, rx) = oneshot::channel();
-        if let Err(ractor::MessagingErr::SendErr(PersistMsg::Publish(_, tx))) = self
-            .inner
-            .persistence
-            .cast(PersistMsg::Publish(Arc::new(event), tx))
-        {
-            let _ = tx.send(Err(ApiError::Unavailable("the hub is shutting down".into())));
-        }
-        rx
+        self.inner.persistence.publish(event)
     }
 
     /// Publishes and returns once committed.
@@ -286,10 +292,7 @@ impl Hub {
 
     /// Waits until everything queued so far (publishes and acks) is committed.
     pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.persistence.cast(PersistMsg::Flush(tx)).is_ok() {
-            let _ = rx.await;
-        }
+        self.inner.persistence.flush().await;
     }
 
     /// Runs one retention pass now, as if the clock read `now_micros`.
@@ -303,24 +306,9 @@ impl Hub {
 
     /// What each open subscription of `user_id` holds right now (introspection).
     pub async fn inspect(&self, user_id: u64) -> Vec<SubInfo> {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .registry
-            .cast(RegistryMsg::Subscribers { user_id, reply: tx })
-            .is_err()
-        {
-            return Vec::new();
-        }
-        let subs = rx.await.unwrap_or_default();
-        let mut out = Vec::with_capacity(subs.len());
-        for s in subs {
-            let (tx, rx) = oneshot::channel();
-            if s.cast(subscription::SubMsg::Inspect(tx)).is_ok() {
-                if let Ok(info) = rx.await {
-                    out.push(info);
-                }
-            }
+        let mut out = Vec::new();
+        for s in self.inner.registry.subscribers(user_id).await {
+            out.extend(s.inspect().await);
         }
         out
     }
@@ -330,7 +318,7 @@ impl Hub {
         if self.shared() {
             notify::announce_user_change(self.clone(), &change);
         }
-        let _ = self.inner.registry.cast(RegistryMsg::UserChanged(change));
+        self.inner.registry.user_changed(change);
     }
 
     /// Opens a UserActivity stream for an authenticated caller. `requests` are the
@@ -344,18 +332,16 @@ impl Hub {
         watch::open(self.clone(), requests).await
     }
 
-    /// Shutdown: waits (up to `grace`) for the stream actors to end, commits what is
-    /// queued (acks included) and stops the actors.
+    /// Shutdown, once the transport has stopped: awaits the stream actors (up to `grace`
+    /// for them to end by themselves; any left are drained), commits what is queued (acks
+    /// included), then stops the persistence, registry and supervisor actors and awaits
+    /// each. Calling it again does nothing.
     pub async fn shutdown(&self, grace: Duration) {
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.inner.stats.subscriptions.load(Ordering::Relaxed) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.flush().await;
-        self.inner.persistence.stop(None);
-        self.inner.registry.stop(None);
+        let inner = &self.inner;
+        inner
+            .supervisor
+            .shutdown(&inner.registry, &inner.persistence, grace)
+            .await;
     }
 }
 

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use super::{registry::RegistryMsg, Hub};
+use super::Hub;
 use crate::{error::ApiError, model::UserChange};
 
 /// Longest user-change payload sent whole; above it the user's free text is left out.
@@ -48,12 +48,12 @@ pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
                 // lost, so every subscriber re-reads its head.
                 Ok(None) => {
                     tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
-                    let _ = hub.registry().cast(RegistryMsg::Recheck);
+                    hub.registry().recheck();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "notification listener error; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    let _ = hub.registry().cast(RegistryMsg::Recheck);
+                    hub.registry().recheck();
                 }
             }
         }
@@ -86,28 +86,22 @@ fn handle(hub: &Hub, payload: &str) {
     if origin == hub.origin() {
         return;
     }
-    let msg = match kind {
-        "h" => RegistryMsg::Heads(parse_heads(rest)),
+    let registry = hub.registry();
+    match kind {
+        "h" => registry.heads(parse_heads(rest)),
         "c" => {
             let Some((user, consumer)) = rest.split_once('|') else {
                 return;
             };
             let Ok(user_id) = user.parse() else { return };
-            RegistryMsg::ReplaceConsumer {
-                user_id,
-                consumer: consumer.to_string(),
-            }
+            registry.replace_consumer(user_id, consumer.to_string());
         }
         "u" => match serde_json::from_str::<UserChange>(rest) {
-            Ok(change) => RegistryMsg::UserChanged(Arc::new(change)),
-            Err(e) => {
-                tracing::debug!(error = %e, "ignored an unreadable user change notification");
-                return;
-            }
+            Ok(change) => registry.user_changed(Arc::new(change)),
+            Err(e) => tracing::debug!(error = %e, "ignored an unreadable user change notification"),
         },
-        _ => return,
-    };
-    let _ = hub.registry().cast(msg);
+        _ => {}
+    }
 }
 
 /// Tells other servers that a stream for this consumer opened here.

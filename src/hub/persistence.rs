@@ -5,13 +5,16 @@
 //! consumer) goes into the next transaction. One commit is in flight at a time, so seqs
 //! are assigned in commit order and a pipelined publisher's requests commit in order.
 //! The commit itself runs in a task so the mailbox keeps filling meanwhile.
+//!
+//! It is linked to the hub's supervisor (see `supervisor`); callers use
+//! [`PersistenceHandle`], the message enum is private.
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::sync::oneshot;
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use tokio::{sync::oneshot, task::JoinHandle};
 
-use super::{registry::RegistryMsg, HubConfig};
+use super::{registry::RegistryHandle, HubConfig};
 use crate::{
     error::ApiError,
     store::{
@@ -28,7 +31,7 @@ type Reply = oneshot::Sender<Result<PublishOutcome, ApiError>>;
 const BATCH_BYTES: usize = 32 << 20;
 
 /// Messages of the persistence actor.
-pub enum PersistMsg {
+enum Msg {
     /// Commit this event; answer when committed.
     Publish(Arc<NewEvent>, Reply),
     /// Persist a consumer's cumulative ack (coalesced; forward only).
@@ -48,18 +51,62 @@ pub enum PersistMsg {
 }
 
 /// Start-up arguments.
-pub struct Args {
+pub(crate) struct Args {
     pub(crate) store: Store,
-    pub(crate) registry: ActorRef<RegistryMsg>,
+    pub(crate) registry: RegistryHandle,
     pub(crate) config: HubConfig,
     pub(crate) origin: String,
 }
 
+/// The running persistence actor.
+#[derive(Clone)]
+pub(crate) struct PersistenceHandle(ActorRef<Msg>);
+
+impl PersistenceHandle {
+    /// Spawns the actor linked to `supervisor`.
+    pub(crate) async fn spawn(args: Args, supervisor: ActorCell) -> Result<(Self, JoinHandle<()>), SpawnErr> {
+        let (actor, join) = Actor::spawn_linked(None, Persistence, args, supervisor).await?;
+        Ok((PersistenceHandle(actor), join))
+    }
+
+    /// The actor, for supervision.
+    pub(crate) fn cell(&self) -> ActorCell {
+        self.0.get_cell()
+    }
+
+    /// Queues a publish for the next commit; the receiver resolves once it is committed
+    /// (or failed), or with UNAVAILABLE if the actor has stopped. Queueing several before
+    /// awaiting pipelines them, answered in order.
+    pub(crate) fn publish(&self, event: NewEvent) -> oneshot::Receiver<Result<PublishOutcome, ApiError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(ractor::MessagingErr::SendErr(Msg::Publish(_, tx))) =
+            self.0.cast(Msg::Publish(Arc::new(event), tx))
+        {
+            let _ = tx.send(Err(ApiError::Unavailable("the hub is shutting down".into())));
+        }
+        rx
+    }
+
+    /// Persists a consumer's cumulative ack with the next commit (coalesced per consumer).
+    pub(crate) fn ack(&self, ack: AckRecord) {
+        let _ = self.0.cast(Msg::Ack(ack));
+    }
+
+    /// Waits until everything queued so far (publishes and acks) is committed; at once if
+    /// the actor has stopped.
+    pub(crate) async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.cast(Msg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
 /// The actor.
-pub struct Persistence;
+struct Persistence;
 
 /// Its state.
-pub struct State {
+struct State {
     args: Args,
     queue: Vec<(Arc<NewEvent>, Reply)>,
     acks: BTreeMap<(u64, String), u64>,
@@ -70,13 +117,13 @@ pub struct State {
 }
 
 impl Actor for Persistence {
-    type Msg = PersistMsg;
+    type Msg = Msg;
     type State = State;
     type Arguments = Args;
 
-    async fn pre_start(&self, myself: ActorRef<PersistMsg>, args: Args) -> Result<State, ActorProcessingErr> {
-        myself.send_interval(args.config.retention_interval, || PersistMsg::Prune);
-        myself.send_interval(std::time::Duration::from_millis(250), || PersistMsg::Checkpoint);
+    async fn pre_start(&self, myself: ActorRef<Msg>, args: Args) -> Result<State, ActorProcessingErr> {
+        myself.send_interval(args.config.retention_interval, || Msg::Prune);
+        myself.send_interval(std::time::Duration::from_millis(250), || Msg::Checkpoint);
         Ok(State {
             args,
             queue: Vec::new(),
@@ -90,21 +137,21 @@ impl Actor for Persistence {
 
     async fn handle(
         &self,
-        myself: ActorRef<PersistMsg>,
-        msg: PersistMsg,
+        myself: ActorRef<Msg>,
+        msg: Msg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PersistMsg::Publish(ev, reply) => {
+            Msg::Publish(ev, reply) => {
                 state.queue.push((ev, reply));
                 state.kick(&myself);
             }
-            PersistMsg::Ack(a) => {
+            Msg::Ack(a) => {
                 let slot = state.acks.entry((a.user_id, a.consumer_id)).or_insert(0);
                 *slot = (*slot).max(a.acked_seq);
                 state.kick(&myself);
             }
-            PersistMsg::Flush(tx) => {
+            Msg::Flush(tx) => {
                 if !state.committing && state.queue.is_empty() && state.acks.is_empty() {
                     let _ = tx.send(());
                 } else {
@@ -112,7 +159,7 @@ impl Actor for Persistence {
                     state.kick(&myself);
                 }
             }
-            PersistMsg::Committed => {
+            Msg::Committed => {
                 state.committing = false;
                 if state.queue.is_empty() && state.acks.is_empty() {
                     for f in state.flushes.drain(..) {
@@ -122,7 +169,7 @@ impl Actor for Persistence {
                     state.kick(&myself);
                 }
             }
-            PersistMsg::Prune => {
+            Msg::Prune => {
                 if !state.pruning {
                     state.pruning = true;
                     let store = state.args.store.clone();
@@ -141,12 +188,12 @@ impl Actor for Persistence {
                             Ok(_) => {}
                             Err(e) => tracing::warn!(error = %e, "retention pass failed; will retry"),
                         }
-                        let _ = me.cast(PersistMsg::Pruned);
+                        let _ = me.cast(Msg::Pruned);
                     });
                 }
             }
-            PersistMsg::Pruned => state.pruning = false,
-            PersistMsg::Checkpoint => {
+            Msg::Pruned => state.pruning = false,
+            Msg::Checkpoint => {
                 if !state.checkpointing {
                     state.checkpointing = true;
                     let store = state.args.store.clone();
@@ -155,11 +202,11 @@ impl Actor for Persistence {
                         if let Err(e) = store.checkpoint().await {
                             tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
                         }
-                        let _ = me.cast(PersistMsg::Checkpointed);
+                        let _ = me.cast(Msg::Checkpointed);
                     });
                 }
             }
-            PersistMsg::Checkpointed => state.checkpointing = false,
+            Msg::Checkpointed => state.checkpointing = false,
         }
         Ok(())
     }
@@ -177,7 +224,7 @@ pub(crate) fn retention_policy(config: &HubConfig, now: i64) -> RetentionPolicy 
 
 impl State {
     /// Starts a commit of what is queued unless one is running.
-    fn kick(&mut self, myself: &ActorRef<PersistMsg>) {
+    fn kick(&mut self, myself: &ActorRef<Msg>) {
         if self.committing || (self.queue.is_empty() && self.acks.is_empty()) {
             return;
         }
@@ -222,7 +269,7 @@ impl State {
                     let deliveries: usize = committed.iter().map(|(_, d)| d.len()).sum();
                     super::metrics::committed(committed.len(), deliveries, acks.len(), started.elapsed());
                     if !committed.is_empty() {
-                        let _ = registry.cast(RegistryMsg::Committed(committed));
+                        registry.committed(committed);
                     }
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(Ok(outcome));
@@ -252,11 +299,11 @@ impl State {
                     // outage does not turn into a busy loop.
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     for a in acks {
-                        let _ = me.cast(PersistMsg::Ack(a));
+                        let _ = me.cast(Msg::Ack(a));
                     }
                 }
             }
-            let _ = me.cast(PersistMsg::Committed);
+            let _ = me.cast(Msg::Committed);
         });
     }
 }

@@ -8,21 +8,26 @@
 //! back from the store later).
 //!
 //! The registry supervises the stream actors it knows: when one stops or fails it is
-//! removed at once, so no stale routing entry outlives its stream.
+//! removed at once, so no stale routing entry outlives its stream. It is itself linked to
+//! the hub's supervisor (see `supervisor`). Callers use [`RegistryHandle`]; the message
+//! enum is private.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{atomic::Ordering, Arc},
 };
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::oneshot;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SpawnErr, SupervisionEvent};
+use tokio::{sync::oneshot, task::JoinHandle, time::Instant};
 
-use super::{subscription::SubMsg, watch::WatchMsg, HubStats, UserChange};
-use crate::store::events::{Committed, StoredEvent};
+use super::{subscription::SubscriptionHandle, watch::WatcherHandle, HubStats, UserChange};
+use crate::{
+    error::ApiError,
+    store::events::{Committed, StoredEvent},
+};
 
 /// Messages of the registry.
-pub enum RegistryMsg {
+enum Msg {
     /// A subscription actor starts; replies once routing to it is in place.
     Register {
         /// Recipient.
@@ -30,7 +35,7 @@ pub enum RegistryMsg {
         /// Durable consumer, if any: an older stream with the same one is replaced.
         consumer: Option<String>,
         /// The actor.
-        sub: ActorRef<SubMsg>,
+        sub: SubscriptionHandle,
         /// Answered when registered.
         reply: oneshot::Sender<()>,
     },
@@ -53,14 +58,14 @@ pub enum RegistryMsg {
         /// Recipient.
         user_id: u64,
         /// Answer.
-        reply: oneshot::Sender<Vec<ActorRef<SubMsg>>>,
+        reply: oneshot::Sender<Vec<SubscriptionHandle>>,
     },
     /// A watcher starts watching `target` (0 = everyone).
     Watch {
         /// Watched user or 0.
         target: u64,
         /// The watcher.
-        watcher: ActorRef<WatchMsg>,
+        watcher: WatcherHandle,
     },
     /// A watcher stops watching `target`.
     Unwatch {
@@ -77,32 +82,158 @@ pub enum RegistryMsg {
     Tick,
 }
 
+/// The running registry. Sends never wait on it (except the two methods that ask for an
+/// answer); a stopped registry ignores them, which only happens during shutdown.
+#[derive(Clone)]
+pub struct RegistryHandle(ActorRef<Msg>);
+
+impl RegistryHandle {
+    /// Spawns the registry, linked to `supervisor` when given (the hub's supervisor; the
+    /// benchmarks run it alone). `heartbeat` paces the one timer that drives every
+    /// stream's heartbeats.
+    #[doc(hidden)] // public for benches/micro.rs
+    pub async fn spawn(
+        stats: Arc<HubStats>,
+        heartbeat: std::time::Duration,
+        supervisor: Option<ActorCell>,
+    ) -> Result<(RegistryHandle, JoinHandle<()>), SpawnErr> {
+        let (actor, join) = match supervisor {
+            Some(s) => Actor::spawn_linked(None, Registry, (stats, heartbeat), s).await?,
+            None => Actor::spawn(None, Registry, (stats, heartbeat)).await?,
+        };
+        Ok((RegistryHandle(actor), join))
+    }
+
+    /// The actor, for linking stream actors to it (so it learns when they stop).
+    pub(crate) fn cell(&self) -> ActorCell {
+        self.0.get_cell()
+    }
+
+    /// Routes `user_id`'s events to `sub` from now on (replacing an older stream of the
+    /// same durable `consumer`); returns once routing is in place.
+    #[doc(hidden)] // public for benches/micro.rs
+    pub async fn register(
+        &self,
+        user_id: u64,
+        consumer: Option<String>,
+        sub: SubscriptionHandle,
+    ) -> Result<(), ApiError> {
+        let gone = || ApiError::Unavailable("the hub is shutting down".into());
+        let (reply, registered) = oneshot::channel();
+        self.0
+            .cast(Msg::Register {
+                user_id,
+                consumer,
+                sub,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        registered.await.map_err(|_| gone())
+    }
+
+    /// A batch committed on this server: route it to the recipients' subscriptions.
+    #[doc(hidden)] // public for benches/micro.rs
+    pub fn committed(&self, batch: Vec<Committed>) {
+        let _ = self.0.cast(Msg::Committed(batch));
+    }
+
+    /// Another server committed events for these recipients: (recipient, head).
+    pub(crate) fn heads(&self, heads: Vec<(u64, u64)>) {
+        let _ = self.0.cast(Msg::Heads(heads));
+    }
+
+    /// Notifications from other servers may have been missed: every subscription
+    /// re-reads its head.
+    pub(crate) fn recheck(&self) {
+        let _ = self.0.cast(Msg::Recheck);
+    }
+
+    /// Another server opened a stream for this durable consumer: end ours.
+    pub(crate) fn replace_consumer(&self, user_id: u64, consumer: String) {
+        let _ = self.0.cast(Msg::ReplaceConsumer { user_id, consumer });
+    }
+
+    /// The subscriptions of `user_id` right now (empty if the registry has stopped).
+    pub(crate) async fn subscribers(&self, user_id: u64) -> Vec<SubscriptionHandle> {
+        let (reply, rx) = oneshot::channel();
+        if self.0.cast(Msg::Subscribers { user_id, reply }).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// A watcher actor started (it is counted until it stops).
+    pub(crate) fn watcher_started(&self, watcher: ActorId) {
+        let _ = self.0.cast(Msg::WatcherStarted(watcher));
+    }
+
+    /// `watcher` watches `target` (0 = everyone) from now on.
+    pub(crate) fn watch(&self, target: u64, watcher: WatcherHandle) {
+        let _ = self.0.cast(Msg::Watch { target, watcher });
+    }
+
+    /// `watcher` stops watching `target`.
+    pub(crate) fn unwatch(&self, target: u64, watcher: ActorId) {
+        let _ = self.0.cast(Msg::Unwatch { target, watcher });
+    }
+
+    /// A user changed: tell the watchers of that user and of everyone.
+    pub(crate) fn user_changed(&self, change: UserChange) {
+        let _ = self.0.cast(Msg::UserChanged(change));
+    }
+
+    /// Waits until every stream actor (the registry's children) has stopped, until
+    /// `deadline`; those still running then are drained (their queued acks are handled,
+    /// and each persists its cursor as it stops) and awaited briefly. Shutdown calls this
+    /// once the transport has closed, so no new stream can start meanwhile.
+    pub(crate) async fn await_streams(&self, deadline: Instant) {
+        for stream in self.0.get_children() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if stream.wait(Some(left)).await.is_err() {
+                if let Err(e) = stream.drain_and_wait(Some(STREAM_STOP_LIMIT)).await {
+                    tracing::warn!(actor = %stream.get_id(), error = %e, "stream actor did not stop; killing it");
+                    stream.kill();
+                }
+            }
+        }
+    }
+
+    /// Stops the registry (it does not wait; the supervisor awaits its join handle).
+    #[doc(hidden)] // public for benches/micro.rs
+    pub fn stop(&self) {
+        self.0.stop(None);
+    }
+}
+
+/// How long a stream actor still running after the shutdown grace may take to drain.
+const STREAM_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The actor.
-pub struct Registry;
+struct Registry;
 
 /// Its state.
-pub struct State {
+struct State {
     stats: Arc<HubStats>,
-    subs: HashMap<u64, Vec<ActorRef<SubMsg>>>,
+    subs: HashMap<u64, Vec<SubscriptionHandle>>,
     by_id: HashMap<ActorId, (u64, Option<String>)>,
-    consumers: HashMap<(u64, String), ActorRef<SubMsg>>,
-    watchers: HashMap<u64, Vec<ActorRef<WatchMsg>>>,
+    consumers: HashMap<(u64, String), SubscriptionHandle>,
+    watchers: HashMap<u64, Vec<WatcherHandle>>,
     watcher_targets: HashMap<ActorId, HashSet<u64>>,
 }
 
 impl Actor for Registry {
-    type Msg = RegistryMsg;
+    type Msg = Msg;
     type State = State;
     /// Counters and the heartbeat interval.
     type Arguments = (Arc<HubStats>, std::time::Duration);
 
     async fn pre_start(
         &self,
-        myself: ActorRef<RegistryMsg>,
+        myself: ActorRef<Msg>,
         (stats, heartbeat): (Arc<HubStats>, std::time::Duration),
     ) -> Result<State, ActorProcessingErr> {
         // One timer for all streams, not one per stream: idle streams stay cheap.
-        myself.send_interval(heartbeat, || RegistryMsg::Tick);
+        myself.send_interval(heartbeat, || Msg::Tick);
         Ok(State {
             stats,
             subs: HashMap::new(),
@@ -115,12 +246,12 @@ impl Actor for Registry {
 
     async fn handle(
         &self,
-        _myself: ActorRef<RegistryMsg>,
-        msg: RegistryMsg,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RegistryMsg::Register {
+            Msg::Register {
                 user_id,
                 consumer,
                 sub,
@@ -128,49 +259,49 @@ impl Actor for Registry {
             } => {
                 if let Some(c) = &consumer {
                     if let Some(old) = state.consumers.insert((user_id, c.clone()), sub.clone()) {
-                        let _ = old.cast(SubMsg::Replaced);
+                        old.replaced();
                     }
                 }
                 state.subs.entry(user_id).or_default().push(sub.clone());
-                state.by_id.insert(sub.get_id(), (user_id, consumer));
+                state.by_id.insert(sub.id(), (user_id, consumer));
                 state.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
                 state.report();
                 let _ = reply.send(());
             }
-            RegistryMsg::Committed(batch) => state.route(batch),
-            RegistryMsg::Heads(heads) => {
+            Msg::Committed(batch) => state.route(batch),
+            Msg::Heads(heads) => {
                 for (user, head) in heads {
                     for s in state.subs.get(&user).into_iter().flatten() {
-                        let _ = s.cast(SubMsg::Head(head));
+                        s.head(head);
                     }
                 }
             }
-            RegistryMsg::Tick => {
+            Msg::Tick => {
                 for s in state.subs.values().flatten() {
-                    let _ = s.cast(SubMsg::Tick);
+                    s.tick();
                 }
             }
-            RegistryMsg::Recheck => {
+            Msg::Recheck => {
                 for s in state.subs.values().flatten() {
-                    let _ = s.cast(SubMsg::Recheck);
+                    s.recheck();
                 }
             }
-            RegistryMsg::ReplaceConsumer { user_id, consumer } => {
+            Msg::ReplaceConsumer { user_id, consumer } => {
                 if let Some(old) = state.consumers.remove(&(user_id, consumer)) {
-                    let _ = old.cast(SubMsg::Replaced);
+                    old.replaced();
                 }
             }
-            RegistryMsg::Subscribers { user_id, reply } => {
+            Msg::Subscribers { user_id, reply } => {
                 let _ = reply.send(state.subs.get(&user_id).cloned().unwrap_or_default());
             }
-            RegistryMsg::Watch { target, watcher } => {
-                let id = watcher.get_id();
+            Msg::Watch { target, watcher } => {
+                let id = watcher.id();
                 if state.watcher_targets.entry(id).or_default().insert(target) {
                     state.watchers.entry(target).or_default().push(watcher);
                     state.stats.watches.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            RegistryMsg::Unwatch { target, watcher } => {
+            Msg::Unwatch { target, watcher } => {
                 if state
                     .watcher_targets
                     .get_mut(&watcher)
@@ -179,17 +310,17 @@ impl Actor for Registry {
                     state.remove_watch(target, watcher);
                 }
             }
-            RegistryMsg::WatcherStarted(id) => {
+            Msg::WatcherStarted(id) => {
                 state.watcher_targets.entry(id).or_default();
                 state.stats.watchers.fetch_add(1, Ordering::Relaxed);
                 state.report();
             }
-            RegistryMsg::UserChanged(change) => {
+            Msg::UserChanged(change) => {
                 let mut sent = HashSet::new();
                 for target in [change.user_id, 0] {
                     for w in state.watchers.get(&target).into_iter().flatten() {
-                        if sent.insert(w.get_id()) {
-                            let _ = w.cast(WatchMsg::Change(change.clone()));
+                        if sent.insert(w.id()) {
+                            w.change(change.clone());
                         }
                     }
                 }
@@ -200,7 +331,7 @@ impl Actor for Registry {
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<RegistryMsg>,
+        _myself: ActorRef<Msg>,
         event: SupervisionEvent,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
@@ -233,10 +364,10 @@ impl State {
         for (user, events) in per_user {
             let subs = &self.subs[&user];
             if let [only] = subs.as_slice() {
-                let _ = only.cast(SubMsg::Live(events));
+                only.live(events);
             } else {
                 for s in subs {
-                    let _ = s.cast(SubMsg::Live(events.clone()));
+                    s.live(events.clone());
                 }
             }
         }
@@ -252,14 +383,14 @@ impl State {
     fn forget(&mut self, id: ActorId) {
         if let Some((user, consumer)) = self.by_id.remove(&id) {
             if let Some(list) = self.subs.get_mut(&user) {
-                list.retain(|s| s.get_id() != id);
+                list.retain(|s| s.id() != id);
                 if list.is_empty() {
                     self.subs.remove(&user);
                 }
             }
             if let Some(c) = consumer {
                 let key = (user, c);
-                if self.consumers.get(&key).is_some_and(|s| s.get_id() == id) {
+                if self.consumers.get(&key).is_some_and(|s| s.id() == id) {
                     self.consumers.remove(&key);
                 }
             }
@@ -277,7 +408,7 @@ impl State {
     fn remove_watch(&mut self, target: u64, id: ActorId) {
         if let Some(list) = self.watchers.get_mut(&target) {
             let before = list.len();
-            list.retain(|w| w.get_id() != id);
+            list.retain(|w| w.id() != id);
             self.stats
                 .watches
                 .fetch_sub((before - list.len()) as i64, Ordering::Relaxed);
@@ -287,3 +418,6 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

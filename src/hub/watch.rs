@@ -8,11 +8,11 @@
 //! silently skipping changes.
 
 use futures_util::Stream;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use super::{forward_requests, registry::RegistryMsg, Hub, UserChange};
+use super::{forward_requests, Hub, StreamInput, UserChange};
 use crate::{
     error::ApiError,
     lifecycle::{actor_stream, ResponseStream},
@@ -23,7 +23,7 @@ use crate::{
 const OUTBOX: usize = 256;
 
 /// Messages of a watcher.
-pub enum WatchMsg {
+enum WatchMsg {
     /// A watched user changed.
     Change(UserChange),
     /// A client request: watch or stop watching a user.
@@ -34,11 +34,41 @@ pub enum WatchMsg {
     Fail(Status),
 }
 
+/// A running watcher: the registry hands it user changes, the edge the client's requests.
+#[derive(Clone)]
+pub(crate) struct WatcherHandle(ActorRef<WatchMsg>);
+
+impl WatcherHandle {
+    /// Identifies the actor (the registry forgets it by this id when it stops).
+    pub(crate) fn id(&self) -> ActorId {
+        self.0.get_id()
+    }
+
+    /// A watched user changed.
+    pub(crate) fn change(&self, change: UserChange) {
+        let _ = self.0.cast(WatchMsg::Change(change));
+    }
+}
+
+impl StreamInput<WatchChange> for WatcherHandle {
+    fn input(&self, req: WatchChange) -> bool {
+        self.0.cast(WatchMsg::Request(req)).is_ok()
+    }
+
+    fn broken(&self, status: Status) {
+        let _ = self.0.cast(WatchMsg::Fail(status));
+    }
+
+    fn client_gone(&self) {
+        let _ = self.0.cast(WatchMsg::ClientGone);
+    }
+}
+
 /// The actor.
-pub struct Watcher;
+struct Watcher;
 
 /// Start-up arguments and state.
-pub struct State {
+struct State {
     hub: Hub,
     out: mpsc::Sender<UserChange>,
     terminal: Option<oneshot::Sender<Status>>,
@@ -50,10 +80,7 @@ impl Actor for Watcher {
     type Arguments = State;
 
     async fn pre_start(&self, myself: ActorRef<WatchMsg>, state: State) -> Result<State, ActorProcessingErr> {
-        state
-            .hub
-            .registry()
-            .cast(RegistryMsg::WatcherStarted(myself.get_id()))?;
+        state.hub.registry().watcher_started(myself.get_id());
         Ok(state)
     }
 
@@ -85,18 +112,8 @@ impl Actor for Watcher {
 impl State {
     fn request(&mut self, myself: &ActorRef<WatchMsg>, change: WatchChange) {
         match change {
-            WatchChange::Add(target) => {
-                let _ = self.hub.registry().cast(RegistryMsg::Watch {
-                    target,
-                    watcher: myself.clone(),
-                });
-            }
-            WatchChange::Remove(target) => {
-                let _ = self.hub.registry().cast(RegistryMsg::Unwatch {
-                    target,
-                    watcher: myself.get_id(),
-                });
-            }
+            WatchChange::Add(target) => self.hub.registry().watch(target, WatcherHandle(myself.clone())),
+            WatchChange::Remove(target) => self.hub.registry().unwatch(target, myself.get_id()),
         }
     }
 
@@ -116,7 +133,7 @@ pub(crate) async fn open(
     let (out, rx) = mpsc::channel(OUTBOX);
     let (term_tx, term_rx) = oneshot::channel();
     let token = hub.shutdown_token().clone();
-    let registry = hub.registry().get_cell();
+    let registry = hub.registry().cell();
     let closed = out.clone();
     let (actor, _) = Actor::spawn_linked(
         None,
@@ -133,10 +150,8 @@ pub(crate) async fn open(
     forward_requests(
         requests,
         async move { closed.closed().await },
-        actor,
-        WatchMsg::Request,
-        WatchMsg::Fail,
-        WatchMsg::ClientGone,
+        WatcherHandle(actor),
+        std::convert::identity,
     );
     Ok(actor_stream(rx, Ok, term_rx, token))
 }

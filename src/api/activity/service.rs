@@ -13,7 +13,7 @@ use crate::{
         Auth,
     },
     error::ApiError,
-    hub::{forward_requests, subscription::SubMsg, Hub},
+    hub::{forward_requests, ClientInput, Hub},
     lifecycle::{end_on_shutdown, ResponseStream},
     model::Principal,
     proto::activity::v1::{self as pb, activity_service_server::ActivityService, subscribe_request},
@@ -193,10 +193,8 @@ impl ActivityService for ActivityApi {
         forward_requests(
             inbound,
             async move { closed.closed().await },
-            opened.actor,
+            opened.handle,
             after_start,
-            SubMsg::Fail,
-            SubMsg::ClientGone,
         );
         Ok(Response::new(Box::pin(
             opened.stream.map(|out| out.map(pb::SubscribeResponse::from)),
@@ -254,13 +252,13 @@ pub fn first_start(first: Option<Result<pb::SubscribeRequest, Status>>) -> Resul
 
 /// What a Subscribe message after the Start tells the subscription actor.
 #[doc(hidden)] // public for the fuzz targets
-pub fn after_start(r: pb::SubscribeRequest) -> SubMsg {
+pub fn after_start(r: pb::SubscribeRequest) -> ClientInput {
     match r.msg {
-        Some(subscribe_request::Msg::Ack(a)) => SubMsg::Ack(a.seq),
-        Some(subscribe_request::Msg::Start(_)) => SubMsg::Fail(
+        Some(subscribe_request::Msg::Ack(a)) => ClientInput::Ack(a.seq),
+        Some(subscribe_request::Msg::Start(_)) => ClientInput::Invalid(
             ApiError::invalid("start", "a stream takes exactly one Start; send Acks after it").into(),
         ),
-        None => SubMsg::Fail(ApiError::invalid("msg", "must be a Start or an Ack").into()),
+        None => ClientInput::Invalid(ApiError::invalid("msg", "must be a Start or an Ack").into()),
     }
 }
 
