@@ -36,16 +36,7 @@ if [ -n "${BASE_BIN:-}" ]; then
 fi
 trap 'kill $hub $baresrv $base 2>/dev/null; rm -rf "$work"' EXIT
 sleep 2
-token=$(python3 - "$secret" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=")
-now = int(time.time())
-head = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b(json.dumps({"sub": "1", "roles": ["admin"], "iss": "activity-hub", "aud": "activity-hub", "iat": now, "exp": now + 3600}).encode())
-sig = b(hmac.new(sys.argv[1].encode(), head + b"." + body, hashlib.sha256).digest())
-print((head + b"." + body + b"." + sig).decode())
-PY
-)
+token=$(python3 "$here/benches/jwt.py" "$secret")
 printf '0801' > "$work/get.hex"   # GetUserRequest{user_id: 1}
 : > "$work/empty.hex"
 rate() { grep -oE 'finished in [0-9.]+s, [0-9.]+ req/s' | grep -oE '[0-9.]+ req/s' | head -1; }
