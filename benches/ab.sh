@@ -48,10 +48,13 @@ measure() { # NAME then the command for one build, with BIN where the build goes
   local name=$1
   shift
   for r in $(seq "$rounds"); do
+    # One assignment per line: `set -e` sees each substitution fail.
     if [ $((r % 2)) = 1 ]; then
-      n=$("$@" "$new") o=$("$@" "$BASE_BIN")
+      n=$("$@" "$new")
+      o=$("$@" "$BASE_BIN")
     else
-      o=$("$@" "$BASE_BIN") n=$("$@" "$new")
+      o=$("$@" "$BASE_BIN")
+      n=$("$@" "$new")
     fi
     echo "$name round $r: new $n old $o" | tee -a "$work/rounds"
   done

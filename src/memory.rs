@@ -14,6 +14,7 @@
 const MMAP_THRESHOLD: i32 = 1 << 20;
 
 /// How often free arena pages are returned to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Applies the settings once per process and starts the trimming thread.
@@ -22,20 +23,20 @@ pub fn give_back_freed_memory() {
     ONCE.call_once(|| {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         #[allow(unsafe_code)]
-        // SAFETY: mallopt and malloc_trim only change or walk the allocator's own state
-        // under its locks; they take no pointers from us.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        {
+            // SAFETY: mallopt and malloc_trim only change or walk the allocator's own
+            // state under its locks; they take no pointers from us.
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
             let spawned = std::thread::Builder::new()
                 .name("malloc-trim".into())
                 .spawn(|| loop {
                     std::thread::sleep(TRIM_INTERVAL);
-                    libc::malloc_trim(0);
+                    // SAFETY: as above.
+                    unsafe { libc::malloc_trim(0) };
                 });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "could not start the malloc-trim thread");
             }
         }
-        let _ = TRIM_INTERVAL;
     });
 }

@@ -240,7 +240,7 @@ pub async fn serve(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Arc::new(Health {
         reporter,
-        stopping: tokio::sync::Mutex::new(false),
+        state: tokio::sync::Mutex::default(),
     });
     health.set(ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -393,9 +393,16 @@ fn redact(url: &str) -> String {
 /// NOT_SERVING while store writes fail and from the start of shutdown on (for good).
 struct Health {
     reporter: tonic_health::server::HealthReporter,
-    /// Set once shutdown begins; guarded so the watchdog can never mark a stopping
-    /// server SERVING again.
-    stopping: tokio::sync::Mutex<bool>,
+    /// What was last reported (the watchdog re-asserts it every second: only a change is
+    /// sent, so `Health/Watch` clients see transitions, not repeats), and whether shutdown
+    /// began; guarded together so the watchdog can never mark a stopping server SERVING.
+    state: tokio::sync::Mutex<HealthState>,
+}
+
+#[derive(Default)]
+struct HealthState {
+    stopping: bool,
+    reported: Option<ServingStatus>,
 }
 
 impl Health {
@@ -407,8 +414,9 @@ impl Health {
     ];
 
     async fn set(&self, status: ServingStatus) {
-        let stopping = self.stopping.lock().await;
-        if !*stopping {
+        let mut state = self.state.lock().await;
+        if !state.stopping && state.reported != Some(status) {
+            state.reported = Some(status);
             for name in Self::NAMES {
                 self.reporter.set_service_status(name, status).await;
             }
@@ -416,8 +424,8 @@ impl Health {
     }
 
     async fn stop(&self) {
-        let mut stopping = self.stopping.lock().await;
-        *stopping = true;
+        let mut state = self.state.lock().await;
+        state.stopping = true;
         for name in Self::NAMES {
             self.reporter
                 .set_service_status(name, ServingStatus::NotServing)
@@ -433,7 +441,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(1);
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Follows whether the store can write: NOT_SERVING as soon as a write fails for lack of
-/// space or connection (or a ping every [`PING_INTERVAL`] finds it unreachable), and, while it does, a probe write every [`PROBE_INTERVAL`], so
+/// space or connection (or a ping every [`PING_INTERVAL`] finds it unreachable), and,
+/// while it does, a probe write every [`PROBE_INTERVAL`], so
 /// the server turns SERVING again by itself within about a second of the cause going
 /// away, traffic or not.
 async fn store_watchdog(store: Store, health: Arc<Health>, stopping: CancellationToken) {

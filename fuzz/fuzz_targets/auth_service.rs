@@ -11,7 +11,7 @@ use std::{sync::OnceLock, time::Duration};
 use activity_hub::{
     api::auth::credentials,
     auth::token::Tokens,
-    model::{Role, Roles, Status, User},
+    model::{sample_user, Role, Roles, User},
     proto::auth::v1::{login_request::Identifier, LoginRequest},
     store::UserKey,
 };
@@ -102,19 +102,7 @@ fn token(input: &Input<'_>) {
 
 fn user(id: u64) -> User {
     User {
-        id,
-        email: format!("u{id}@example.com"),
-        username: format!("user{id}"),
-        first_name: String::new(),
-        last_name: String::new(),
-        created_at: 0,
-        updated_at: 0,
-        last_login: None,
-        status: Status::Active,
         roles: Roles::only(Role::Publisher),
-        avatar_url: String::new(),
-        bio: String::new(),
-        preferences: Default::default(),
-        version: 1,
+        ..sample_user(id, 1)
     }
 }

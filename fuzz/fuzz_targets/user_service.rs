@@ -308,20 +308,8 @@ fn update(req: pb::UpdateUserRequest, caller: Option<&Principal>) {
 /// The stored user an update applies to: a few preferences already set.
 fn user(id: u64) -> User {
     User {
-        id,
-        email: format!("u{id}@example.com"),
-        username: format!("user{id}"),
-        first_name: String::new(),
-        last_name: String::new(),
-        created_at: 0,
-        updated_at: 0,
-        last_login: None,
-        status: Status::Active,
-        roles: Roles::only(Role::User),
-        avatar_url: String::new(),
-        bio: String::new(),
         preferences: BTreeMap::from([("theme".into(), "dark".into()), ("a".into(), "b".into())]),
-        version: 1,
+        ..model::sample_user(id, 1)
     }
 }
 

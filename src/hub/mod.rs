@@ -43,7 +43,6 @@ use std::{
 };
 
 use futures_util::Stream;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -245,23 +244,35 @@ impl Hub {
         &self.inner.shutdown
     }
 
-    /// Queues a publish for the next commit; the receiver resolves once it is committed
-    /// (or failed). Queueing several before awaiting pipelines them, answered in order.
-    pub fn enqueue(&self, event: NewEvent) -> oneshot::Receiver<Result<PublishOutcome, ApiError>> {
-        self.inner.persistence.publish(event)
+    /// Queues a publish for the next commit now (not when the answer is first polled);
+    /// the answer resolves once it is committed or failed, UNAVAILABLE if the hub has
+    /// stopped. Queueing several before awaiting pipelines them, answered in order.
+    pub fn enqueue(
+        &self,
+        event: NewEvent,
+    ) -> impl std::future::Future<Output = Result<PublishOutcome, ApiError>> + Send + 'static {
+        let answer = self.inner.persistence.publish(event);
+        async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(ApiError::Unavailable("the hub is shutting down".into())))
+        }
     }
 
     /// Publishes and returns once committed.
     pub async fn publish(&self, event: NewEvent) -> Result<PublishOutcome, ApiError> {
-        self.enqueue(event)
-            .await
-            .unwrap_or_else(|_| Err(ApiError::Unavailable("the hub is shutting down".into())))
+        self.enqueue(event).await
     }
 
     /// Opens a subscription: spawns its actor (which registers, resolves the start
-    /// position and sends `Subscribed` first) and returns the response stream.
-    pub async fn subscribe(&self, params: SubscribeParams) -> Result<subscription::Opened, ApiError> {
-        subscription::open(self.clone(), params).await
+    /// position and sends `Subscribed` first) and returns the response stream, each item
+    /// converted by `to_wire` (the edge's protobuf conversion: the hub never names it).
+    pub async fn subscribe<T: Send + 'static>(
+        &self,
+        params: SubscribeParams,
+        to_wire: fn(subscription::Out) -> Result<T, tonic::Status>,
+    ) -> Result<subscription::Opened<T>, ApiError> {
+        subscription::open(self.clone(), params, to_wire).await
     }
 
     /// Reads a page of history.
@@ -325,11 +336,12 @@ impl Hub {
     /// caller's watch changes, already validated and authorized by the edge; an error in
     /// it ends the stream with that status. The stream carries every change of a watched
     /// user until the client goes, falls too far behind, or shutdown.
-    pub async fn watch(
+    pub async fn watch<T: Send + 'static>(
         &self,
         requests: impl Stream<Item = Result<WatchChange, tonic::Status>> + Send + 'static,
-    ) -> Result<ResponseStream<UserChange>, ApiError> {
-        watch::open(self.clone(), requests).await
+        to_wire: fn(UserChange) -> Result<T, tonic::Status>,
+    ) -> Result<ResponseStream<T>, ApiError> {
+        watch::open(self.clone(), requests, to_wire).await
     }
 
     /// Shutdown, once the transport has stopped: awaits the stream actors (up to `grace`

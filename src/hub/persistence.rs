@@ -75,15 +75,12 @@ impl PersistenceHandle {
     }
 
     /// Queues a publish for the next commit; the receiver resolves once it is committed
-    /// (or failed), or with UNAVAILABLE if the actor has stopped. Queueing several before
-    /// awaiting pipelines them, answered in order.
+    /// (or failed), or is dropped unanswered if the actor has stopped. Queueing several
+    /// before awaiting pipelines them, answered in order.
     pub(crate) fn publish(&self, event: NewEvent) -> oneshot::Receiver<Result<PublishOutcome, ApiError>> {
         let (tx, rx) = oneshot::channel();
-        if let Err(ractor::MessagingErr::SendErr(Msg::Publish(_, tx))) =
-            self.0.cast(Msg::Publish(Arc::new(event), tx))
-        {
-            let _ = tx.send(Err(ApiError::Unavailable("the hub is shutting down".into())));
-        }
+        // A stopped actor drops the message, and with it `tx`: the caller sees that.
+        let _ = self.0.cast(Msg::Publish(Arc::new(event), tx));
         rx
     }
 
@@ -290,7 +287,12 @@ impl State {
                              stored is unknown; retry with the same idempotency_key"
                                 .into(),
                         ),
-                        _ => ApiError::Unavailable("the commit failed; nothing was stored; retry".into()),
+                        StoreError::Unavailable(_) => {
+                            ApiError::Unavailable("the commit failed; nothing was stored; retry".into())
+                        }
+                        // Not the store's availability (a corrupt row, an unclassified
+                        // database error): a retry would meet it again.
+                        _ => ApiError::Internal(format!("commit failed: {e}").into()),
                     };
                     for reply in replies {
                         let _ = reply.send(Err(answer()));

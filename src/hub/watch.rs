@@ -125,11 +125,13 @@ impl State {
     }
 }
 
-/// Spawns a watcher and feeds it the client's requests.
-pub(crate) async fn open(
+/// Spawns a watcher and feeds it the client's requests; `to_wire` converts the changes
+/// it streams.
+pub(crate) async fn open<T: Send + 'static>(
     hub: Hub,
     requests: impl Stream<Item = Result<WatchChange, Status>> + Send + 'static,
-) -> Result<ResponseStream<UserChange>, ApiError> {
+    to_wire: fn(UserChange) -> Result<T, Status>,
+) -> Result<ResponseStream<T>, ApiError> {
     let (out, rx) = mpsc::channel(OUTBOX);
     let (term_tx, term_rx) = oneshot::channel();
     let token = hub.shutdown_token().clone();
@@ -153,5 +155,5 @@ pub(crate) async fn open(
         WatcherHandle(actor),
         std::convert::identity,
     );
-    Ok(actor_stream(rx, Ok, term_rx, token))
+    Ok(actor_stream(rx, to_wire, term_rx, token))
 }

@@ -16,8 +16,8 @@ use std::borrow::Cow;
 
 pub use change::{ChangeKind, UserChange, WatchChange};
 pub use subscription::{AckMode, StartFrom, SubInfo, SubscribeParams, Subscribed};
-#[cfg(test)]
-pub(crate) use user::sample_user;
+#[doc(hidden)]
+pub use user::sample_user;
 pub use user::{
     normalize_email, normalize_username, validate_avatar_url, validate_email, validate_password,
     validate_preferences, validate_text, validate_username, Principal, Role, Roles, Status, User,

@@ -256,9 +256,9 @@ pub fn normalize_username(username: &str) -> String {
     username.to_ascii_lowercase()
 }
 
-/// A plain active user for unit tests.
-#[cfg(test)]
-pub(crate) fn sample_user(id: u64, version: i64) -> User {
+/// A plain active user, for unit tests and the fuzz targets.
+#[doc(hidden)]
+pub fn sample_user(id: u64, version: i64) -> User {
     User {
         id,
         email: format!("u{id}@example.com"),

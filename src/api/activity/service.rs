@@ -139,13 +139,9 @@ impl ActivityService for ActivityApi {
                             index += 1;
                             match convert::new_event(r, caller.user_id, limits) {
                                 Ok(ev) => {
-                                    let rx = hub.enqueue(ev);
-                                    let answer: Answer = Box::pin(async move {
-                                        match rx.await {
-                                            Ok(r) => r.and_then(respond),
-                                            Err(_) => Err(ApiError::Unavailable("the hub is shutting down".into())),
-                                        }
-                                    });
+                                    let outcome = hub.enqueue(ev);
+                                    let answer: Answer =
+                                        Box::pin(async move { outcome.await.and_then(respond) });
                                     in_flight.push_back(answer);
                                 }
                                 Err(e) => {
@@ -188,7 +184,10 @@ impl ActivityService for ActivityApi {
         let start = first_start(inbound.next().await)?;
         let params = convert::start(start, principal.user_id, self.hub.config().default_window)?;
         self.recipient(caller, params.user_id).await?;
-        let opened = self.hub.subscribe(params).await?;
+        let opened = self
+            .hub
+            .subscribe(params, |out| Ok(pb::SubscribeResponse::from(out)))
+            .await?;
         let closed = opened.closed;
         forward_requests(
             inbound,
@@ -196,9 +195,7 @@ impl ActivityService for ActivityApi {
             opened.handle,
             after_start,
         );
-        Ok(Response::new(Box::pin(
-            opened.stream.map(|out| out.map(pb::SubscribeResponse::from)),
-        )))
+        Ok(Response::new(opened.stream))
     }
 
     async fn list_events(

@@ -333,10 +333,11 @@ impl UserService for UserApi {
             let req = r?;
             watch_request(&principal, open_signup, &req).map_err(Status::from)
         });
-        let changes = self.hub.watch(requests).await?;
-        Ok(Response::new(Box::pin(
-            changes.map(|c| c.map(|c| pb::UserActivityEvent::from(&*c))),
-        )))
+        let changes = self
+            .hub
+            .watch(requests, |c| Ok(pb::UserActivityEvent::from(&*c)))
+            .await?;
+        Ok(Response::new(changes))
     }
 }
 

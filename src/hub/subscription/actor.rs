@@ -68,8 +68,6 @@ pub(super) struct State {
     hub: Hub,
     user_id: u64,
     consumer_id: Option<String>,
-    types: Vec<String>,
-    ack_mode: AckMode,
     cursor: Cursor,
     out: Outbox,
     terminal: Option<oneshot::Sender<Status>>,
@@ -114,9 +112,7 @@ impl Actor for Subscription {
             hub,
             user_id: p.user_id,
             consumer_id: p.consumer_id,
-            cursor: Cursor::new(resume, head, p.window, p.ack_mode, p.types.clone()),
-            types: p.types,
-            ack_mode: p.ack_mode,
+            cursor: Cursor::new(resume, head, p.window, p.ack_mode, p.types),
             out,
             terminal: Some(terminal),
             persisted: 0,
@@ -245,7 +241,7 @@ impl State {
         if let Some(read) = self.cursor.start_read(self.out.capacity()) {
             self.read(myself, read);
         } else if self.cursor.room(self.out.capacity()) == 0
-            && self.ack_mode == AckMode::None
+            && self.cursor.ack_mode() == AckMode::None
             && self.cursor.has_backlog()
             && !self.awaiting_room
         {
@@ -258,7 +254,7 @@ impl State {
                 }
             });
         }
-        if self.ack_mode == AckMode::None {
+        if self.cursor.ack_mode() == AckMode::None {
             self.persist_ack();
         }
     }
@@ -283,7 +279,7 @@ impl State {
     /// comes back as [`Msg::Page`].
     fn read(&self, myself: &ActorRef<Msg>, read: Read) {
         let store = self.hub.store().clone();
-        let (user_id, types, me) = (self.user_id, self.types.clone(), myself.clone());
+        let (user_id, types, me) = (self.user_id, self.cursor.types().clone(), myself.clone());
         tokio::spawn(async move {
             let page = tokio::time::timeout(
                 STORE_READ_LIMIT,

@@ -54,16 +54,6 @@ impl SubscriptionHandle {
         let _ = self.0.cast(Msg::Replaced);
     }
 
-    /// The client's cumulative ack.
-    pub fn ack(&self, seq: u64) {
-        let _ = self.0.cast(Msg::Ack(seq));
-    }
-
-    /// Ends the stream with `status`.
-    pub fn fail(&self, status: Status) {
-        let _ = self.0.cast(Msg::Fail(status));
-    }
-
     /// Stops the actor without ending its stream with a status (benchmarks).
     #[doc(hidden)] // public for benches/micro.rs
     pub fn stop(&self) {
@@ -97,7 +87,7 @@ impl StreamInput<ClientInput> for SubscriptionHandle {
     }
 
     fn broken(&self, status: Status) {
-        self.fail(status);
+        let _ = self.0.cast(Msg::Fail(status));
     }
 
     fn client_gone(&self) {
@@ -107,8 +97,8 @@ impl StreamInput<ClientInput> for SubscriptionHandle {
 
 /// A stand-in subscription for benchmarks and tests of the registry: an actor that only
 /// hands the live events routed to it to `on_live`, and stops when the client "goes"
-/// ([`StreamInput::client_gone`]) or a newer stream replaces it. Linked to `supervisor` (the registry) when given, as
-/// real subscriptions are.
+/// ([`StreamInput::client_gone`]) or a newer stream replaces it. Linked to `supervisor`
+/// (the registry) when given, as real subscriptions are.
 #[doc(hidden)] // public for benches/micro.rs
 pub async fn stub(
     supervisor: Option<ractor::ActorCell>,

@@ -15,6 +15,7 @@ mod window;
 
 use ractor::Actor;
 use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
 
 pub use handle::{stub, ClientInput, SubscriptionHandle};
 
@@ -43,8 +44,13 @@ pub enum Out {
 /// The sending side of a subscription's outbox.
 pub type Outbox = mpsc::Sender<Out>;
 
-/// Spawns the actor for a validated Start and returns the response stream.
-pub(crate) async fn open(hub: Hub, params: SubscribeParams) -> Result<Opened, ApiError> {
+/// Spawns the actor for a validated Start and returns the response stream, whose items
+/// `to_wire` converts (on the transport's task) as they leave the outbox.
+pub(crate) async fn open<T: Send + 'static>(
+    hub: Hub,
+    params: SubscribeParams,
+    to_wire: fn(Out) -> Result<T, Status>,
+) -> Result<Opened<T>, ApiError> {
     // Explicit: the window bounds what is in flight, so the outbox never fills with
     // events (room for Subscribed and heartbeats on top). None: transport pacing.
     let capacity = match params.ack_mode {
@@ -80,17 +86,17 @@ pub(crate) async fn open(hub: Hub, params: SubscribeParams) -> Result<Opened, Ap
     })?;
     Ok(Opened {
         handle: SubscriptionHandle(actor),
-        stream: actor_stream(rx, Ok, term_rx, token),
+        stream: actor_stream(rx, to_wire, term_rx, token),
         closed,
     })
 }
 
 /// An opened subscription.
-pub struct Opened {
+pub struct Opened<T> {
     /// Its actor (the handler forwards the client's acks to it).
     pub handle: SubscriptionHandle,
-    /// The stream, which the edge converts to the wire.
-    pub stream: ResponseStream<Out>,
+    /// The stream, converted by the edge's `to_wire`.
+    pub stream: ResponseStream<T>,
     /// A handle on the outbox whose `closed()` resolves when the client is gone.
     pub closed: Outbox,
 }

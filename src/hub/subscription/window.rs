@@ -13,7 +13,7 @@
 //! to it live or visible to its first store read: nothing is lost at the replay/live
 //! seam, and the seq checks drop what both paths see.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use super::{AckMode, SubInfo};
 use crate::store::events::StoredEvent;
@@ -44,8 +44,8 @@ pub(super) struct AckAboveSent {
 pub(super) struct Cursor {
     window: usize,
     ack_mode: AckMode,
-    /// Only these types (empty = all), sorted.
-    types: Vec<String>,
+    /// Only these types (empty = all), sorted; shared with the store reads.
+    types: Arc<[String]>,
     tail: u64,
     known_head: u64,
     behind: bool,
@@ -63,7 +63,7 @@ impl Cursor {
         Cursor {
             window: window as usize,
             ack_mode,
-            types,
+            types: types.into(),
             tail: resume,
             known_head: head,
             behind: head > resume,
@@ -73,6 +73,16 @@ impl Cursor {
             highest_sent: resume,
             acked: resume,
         }
+    }
+
+    /// How the client acknowledges.
+    pub(super) fn ack_mode(&self) -> AckMode {
+        self.ack_mode
+    }
+
+    /// The type filter (empty = all), for store reads: cloning it clones a pointer.
+    pub(super) fn types(&self) -> &Arc<[String]> {
+        &self.types
     }
 
     /// Accounts for a live (just committed) event. Returns true when it made the stream

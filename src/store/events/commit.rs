@@ -35,7 +35,7 @@ impl Store {
             .write_batch(&mut batch, acks, now, idempotency_cutoff, origin)
             .await;
         self.track(written)?;
-        batch.into_outcomes()
+        Ok(batch.into_outcomes())
     }
 
     /// The steps of the commit, in order. A failed step ends the transaction (the
@@ -79,8 +79,6 @@ pub(super) struct Batch<'a> {
     pub(super) outcomes: Vec<Option<PublishOutcome>>,
     /// Publishes repeating the idempotency key of an earlier one in this batch: its index.
     pub(super) dup_of: Vec<Option<usize>>,
-    /// Idempotency keys first seen in this batch, and the publish that carries each.
-    pub(super) batch_keys: HashMap<(u64, &'a str), usize>,
     /// The publishes this batch stores, by index, with their bodies and deliveries.
     pub(super) bodies: Vec<(usize, Committed)>,
 }
@@ -91,7 +89,6 @@ impl<'a> Batch<'a> {
             items,
             outcomes: (0..items.len()).map(|_| None).collect(),
             dup_of: vec![None; items.len()],
-            batch_keys: HashMap::new(),
             bodies: Vec::new(),
         }
     }
@@ -107,7 +104,8 @@ impl<'a> Batch<'a> {
     }
 
     /// Step 2: every recipient must be a live user. A publish naming one who is not is
-    /// refused (its outcome names the first missing recipient) and frees its key.
+    /// refused (its outcome names the first missing recipient; a later publish in the
+    /// batch repeating its key shares that outcome).
     async fn refuse_missing_recipients(&mut self, tx: &mut WriteTx) -> StoreResult<()> {
         let wanted: Vec<i64> = {
             let mut set = HashSet::new();
@@ -135,10 +133,6 @@ impl<'a> Batch<'a> {
             let it = &self.items[i];
             if let Some(&missing) = it.recipients.iter().find(|r| !live.contains(r)) {
                 self.outcomes[i] = Some(PublishOutcome::MissingRecipient(missing));
-                if !it.idempotency_key.is_empty() {
-                    self.batch_keys
-                        .remove(&(it.publisher_id, it.idempotency_key.as_str()));
-                }
             }
         }
         Ok(())
@@ -238,8 +232,10 @@ impl<'a> Batch<'a> {
     }
 
     /// After a commit: one outcome per publish, in order. A publish that repeated an
-    /// earlier one's key in this batch gets that one's outcome as a duplicate.
-    fn into_outcomes(self) -> StoreResult<Vec<PublishOutcome>> {
+    /// earlier one's key in this batch gets that one's outcome as a duplicate. It cannot
+    /// fail: what is committed is answered as committed. (Every publish has an outcome
+    /// from the steps, a body, or a twin earlier in the batch: `dup_of[i] < i`.)
+    fn into_outcomes(self) -> Vec<PublishOutcome> {
         let Batch {
             items,
             mut outcomes,
@@ -254,23 +250,22 @@ impl<'a> Batch<'a> {
         for i in 0..items.len() {
             let o = match (outcomes[i].take(), dup_of[i]) {
                 (Some(o), _) => o,
-                (None, Some(first)) => match &out.get(first) {
-                    Some(PublishOutcome::Committed { body, deliveries }) => PublishOutcome::Duplicate {
+                (None, Some(first)) => match &out[first] {
+                    PublishOutcome::Committed { body, deliveries } => PublishOutcome::Duplicate {
                         event_id: body.event_id.clone(),
                         deliveries: deliveries.clone(),
                     },
-                    Some(PublishOutcome::Duplicate { event_id, deliveries }) => PublishOutcome::Duplicate {
+                    PublishOutcome::Duplicate { event_id, deliveries } => PublishOutcome::Duplicate {
                         event_id: event_id.clone(),
                         deliveries: deliveries.clone(),
                     },
-                    Some(PublishOutcome::MissingRecipient(r)) => PublishOutcome::MissingRecipient(*r),
-                    None => return Err(StoreError::Corrupt("duplicate before its original".into())),
+                    PublishOutcome::MissingRecipient(r) => PublishOutcome::MissingRecipient(*r),
                 },
-                (None, None) => return Err(StoreError::Corrupt("publish without outcome".into())),
+                (None, None) => unreachable!("publish {i} has neither an outcome, a body nor a twin"),
             };
             out.push(o);
         }
-        Ok(out)
+        out
     }
 }
 

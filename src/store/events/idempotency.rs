@@ -3,6 +3,8 @@
 //! stores nothing. Keys are looked up, claimed, and finally recorded with the event they
 //! stand for, all inside the batch's transaction.
 
+use std::collections::HashMap;
+
 use super::{commit::Batch, PublishOutcome};
 use crate::store::{
     write::{on_tx, WriteTx},
@@ -18,14 +20,13 @@ impl<'a> Batch<'a> {
         idempotency_cutoff: i64,
     ) -> StoreResult<()> {
         let items = self.items;
+        // Keys first seen in this batch, and the publish that carries each.
+        let mut batch_keys: HashMap<(u64, &str), usize> = HashMap::new();
         for (i, it) in items.iter().enumerate() {
             if it.idempotency_key.is_empty() {
                 continue;
             }
-            if let Some(&first) = self
-                .batch_keys
-                .get(&(it.publisher_id, it.idempotency_key.as_str()))
-            {
+            if let Some(&first) = batch_keys.get(&(it.publisher_id, it.idempotency_key.as_str())) {
                 self.dup_of[i] = Some(first);
                 continue;
             }
@@ -43,8 +44,7 @@ impl<'a> Batch<'a> {
                     self.outcomes[i] = Some(duplicate(event_id, &deliveries)?);
                 }
                 None => {
-                    self.batch_keys
-                        .insert((it.publisher_id, it.idempotency_key.as_str()), i);
+                    batch_keys.insert((it.publisher_id, it.idempotency_key.as_str()), i);
                 }
             }
         }

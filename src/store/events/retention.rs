@@ -2,10 +2,10 @@
 //! limit, the event bodies no delivery needs any more, and expired idempotency keys.
 
 use super::{ids::event_id_floor, Pruned, RetentionPolicy};
-use crate::store::{dispatch, Store, StoreError, StoreResult};
+use crate::store::{dispatch, plan::CHUNK, Store, StoreError, StoreResult};
 
 impl Store {
-    /// One retention pass, in short transactions of at most [`CHUNK`](crate::store::plan::CHUNK) rows so publishes
+    /// One retention pass, in short transactions of at most [`CHUNK`] rows so publishes
     /// interleave with it.
     pub async fn prune(&self, policy: RetentionPolicy) -> StoreResult<Pruned> {
         let mut pruned = Pruned::default();
@@ -45,13 +45,15 @@ impl Store {
             }
             let floor = event_id_floor(cutoff);
             loop {
-                let sql = "DELETE FROM events WHERE event_id IN \
-                           (SELECT event_id FROM events WHERE event_id < $1 LIMIT 1000)";
-                let n = dispatch!(&self.writer, p => sqlx::query(sql).bind(floor.as_str())
+                let sql = format!(
+                    "DELETE FROM events WHERE event_id IN \
+                     (SELECT event_id FROM events WHERE event_id < $1 LIMIT {CHUNK})"
+                );
+                let n = dispatch!(&self.writer, p => sqlx::query(&sql).bind(floor.as_str())
                     .execute(p).await.map(|r| r.rows_affected()));
                 let n = self.track(n.map_err(StoreError::from))?;
                 pruned.events += n;
-                if n < 1000 {
+                if n < CHUNK as u64 {
                     break;
                 }
             }
