@@ -12,9 +12,13 @@ pub enum Scenario {
     /// PublishStream throughput: pipelined streams, events/s committed and
     /// publish -> commit-acknowledgement latency.
     Publish,
-    /// N subscribers, M events each published to all of them: deliveries/s and
-    /// publish -> deliver latency.
+    /// Per-user fan-out: N subscribers, each its own recipient; N x --events events,
+    /// one recipient each, round robin over them: deliveries/s and publish -> deliver
+    /// latency.
     Fanout,
+    /// N subscribers, --events events each published to all of them (one event, many
+    /// recipients): deliveries/s and publish -> deliver latency.
+    Broadcast,
     /// Publish -> deliver latency at a fixed publish rate, one recipient per event.
     Latency,
     /// Hold N idle subscriptions: server RSS per subscription (local servers only).
@@ -43,13 +47,23 @@ pub enum Acks {
     None,
 }
 
+/// A peer measured with the same shape in the same run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Peer {
+    /// NATS JetStream at --nats-url: a file-store stream with one replica, a subject per
+    /// recipient, per-subject consumers with explicit acks (publish, fanout, latency).
+    Nats,
+}
+
 /// `activity-hub-bench SCENARIO`: sizes default per scenario (shown in brackets).
 #[derive(Clone, Debug, Args)]
 #[command(after_help = "\
 Examples:
   activity-hub-bench get-user --baseline --duration 10s
-  activity-hub-bench publish --events 200000 --streams 4
+  activity-hub-bench publish --events 200000 --recipients 10000 --ceiling --peer nats
+  activity-hub-bench publish --prefill 10000000 --ceiling
   activity-hub-bench fanout --subscribers 1000 --events 200 --ack explicit --plot fanout.svg
+  activity-hub-bench broadcast --subscribers 1000 --events 200
   activity-hub-bench latency --subscribers 1000 --rate 10000 --duration 10s --baseline
   activity-hub-bench idle --subscribers 10000
   activity-hub-bench reconnect-storm --subscribers 1000 --events 20
@@ -93,6 +107,23 @@ pub struct BenchArgs {
     /// Also measure a bare tonic server with the same traffic and print hub/baseline.
     #[arg(long)]
     pub baseline: bool,
+    /// Publish: also write the same rows (events, one inbox row per delivery, heads) to
+    /// the same schema with the same settings, in batches of --streams x --inflight, from
+    /// a minimal program (no gRPC, no actors, no checks): the store's ceiling, on SQLite
+    /// or on --database-url's PostgreSQL (in a schema of its own, dropped afterwards).
+    #[arg(long)]
+    pub ceiling: bool,
+    /// Also measure a peer with the same shape (publish, fanout, latency).
+    #[arg(long, value_enum)]
+    pub peer: Option<Peer>,
+    /// The NATS server of --peer nats.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Load the store with this many deliveries before measuring (spread over the run's
+    /// recipients, one per event, written straight into the started hub's store; also
+    /// the ceiling's store and the peer's stream). 0: an empty store.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
     /// Address for `serve-baseline`.
     #[arg(long, hide = true, default_value = "127.0.0.1:50778")]
     pub listen: std::net::SocketAddr,
@@ -117,12 +148,13 @@ pub struct BenchArgs {
     /// 200 per round].
     #[arg(long)]
     pub subscribers: Option<usize>,
-    /// Events: publish total [200000]; fanout per subscriber [200]; reconnect-storm per
+    /// Events: publish total [200000]; fanout and broadcast per subscriber [200];
+    /// reconnect-storm per
     /// subscriber and phase [20]; soak per round, spread over the subscribers [2000].
     #[arg(long)]
     pub events: Option<u64>,
-    /// Recipients the publish scenario spreads events over, one per event.
-    #[arg(long, default_value_t = 100)]
+    /// Recipients the publish scenario spreads events over, one per event, round robin.
+    #[arg(long, default_value_t = 10_000)]
     pub recipients: usize,
     /// Publish rate of the latency scenario, events/s.
     #[arg(long, default_value_t = 10_000)]
@@ -219,6 +251,28 @@ impl BenchArgs {
                     "--server {s}: the load tool speaks plaintext HTTP/2 (http://HOST:PORT)"
                 ));
             }
+        }
+        if self.prefill > 0 && self.server.is_some() {
+            return Err("--prefill writes into the started hub's store: not with --server".into());
+        }
+        if self.prefill > 0
+            && !matches!(
+                self.scenario,
+                Scenario::Publish | Scenario::Fanout | Scenario::Latency
+            )
+        {
+            return Err("--prefill applies to publish, fanout and latency".into());
+        }
+        if self.ceiling && self.scenario != Scenario::Publish {
+            return Err("--ceiling applies to publish (the store's write ceiling)".into());
+        }
+        if self.peer.is_some()
+            && !matches!(
+                self.scenario,
+                Scenario::Publish | Scenario::Fanout | Scenario::Latency
+            )
+        {
+            return Err("--peer applies to publish, fanout and latency".into());
         }
         if self.server.is_some() && (self.database_url.is_some() || self.hub_bin.is_some()) {
             return Err("--database-url and --hub-bin apply to a started hub, not to --server".into());

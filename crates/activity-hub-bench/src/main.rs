@@ -14,6 +14,8 @@
 //! - [`target`]: starting, reaching and inspecting the server under test.
 //! - [`bare`]: the baseline server (`activity-hub-bench serve-baseline`).
 //! - [`scenarios`]: the traffic shapes.
+//! - [`store`]: `--prefill` and the `--ceiling` store writer (SQL on the hub's schema).
+//! - [`nats`]: `--peer nats`, the same shapes against NATS JetStream.
 //! - [`report`]: the summary table, JSON and the latency-percentile plot.
 //! - [`ui`]: progress bars.
 
@@ -32,8 +34,10 @@ use clap::Parser;
 
 mod args;
 mod bare;
+mod nats;
 mod report;
 mod scenarios;
+mod store;
 mod target;
 mod ui;
 

@@ -34,6 +34,10 @@ pub(crate) enum Kind {
     Hub,
     /// The bare tonic baseline.
     Baseline,
+    /// The store's ceiling (`--ceiling`): no server.
+    Ceiling,
+    /// NATS JetStream (`--peer nats`).
+    Nats,
 }
 
 impl Kind {
@@ -42,6 +46,8 @@ impl Kind {
         match self {
             Kind::Hub => "hub",
             Kind::Baseline => "baseline",
+            Kind::Ceiling => "ceiling",
+            Kind::Nats => "jetstream",
         }
     }
 }
@@ -69,6 +75,8 @@ pub(crate) struct Target {
     pid: Option<u32>,
     auth: Auth,
     dir: Option<PathBuf>,
+    /// The store of a hub this run started.
+    database_url: Option<String>,
     /// Tells this run's users from other runs' on a shared server.
     run_id: String,
     /// The users this run created.
@@ -115,6 +123,7 @@ impl Target {
                 pid: args.server_pid.or_else(|| listening_pid(url)),
                 auth: Auth(Some(auth)),
                 dir: None,
+                database_url: None,
                 run_id,
                 created: Default::default(),
                 next_user: Default::default(),
@@ -127,6 +136,7 @@ impl Target {
         let addr = free_addr()?;
         let log = std::fs::File::create(dir.join("server.log")).map_err(|e| format!("server log: {e}"))?;
         let this = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+        let mut database_url = None;
         let mut cmd = match kind {
             Kind::Hub => {
                 let exe = match &args.hub_bin {
@@ -166,6 +176,7 @@ impl Target {
                     "1000000000",
                 ])
                 .args(&args.hub_args);
+                database_url = Some(db);
                 cmd
             }
             Kind::Baseline => {
@@ -173,6 +184,7 @@ impl Target {
                 cmd.args(["serve-baseline", "--listen", &addr]);
                 cmd
             }
+            Kind::Ceiling | Kind::Nats => unreachable!("{kind:?} is no server"),
         };
         let child = cmd
             .stdin(Stdio::null())
@@ -188,6 +200,7 @@ impl Target {
             child: Some(child),
             auth: Auth(None),
             dir: Some(dir),
+            database_url,
             run_id,
             created: Default::default(),
             next_user: Default::default(),
@@ -379,6 +392,11 @@ impl Target {
     /// The server's resident memory, when its process is known.
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
         proc_status_bytes(self.pid?, "VmRSS")
+    }
+
+    /// The store of the hub this run started.
+    pub(crate) fn database_url(&self) -> Option<&str> {
+        self.database_url.as_deref()
     }
 
     /// The server's process id, when it runs on this machine.

@@ -185,7 +185,11 @@ impl Report {
         }
         let delivers = matches!(
             self.scenario,
-            Scenario::Fanout | Scenario::Latency | Scenario::ReconnectStorm | Scenario::Soak
+            Scenario::Fanout
+                | Scenario::Broadcast
+                | Scenario::Latency
+                | Scenario::ReconnectStorm
+                | Scenario::Soak
         );
         let resumes = matches!(self.scenario, Scenario::ReconnectStorm | Scenario::Soak);
         for (label, get, shown) in [
@@ -212,23 +216,25 @@ impl Report {
 
     fn table(&self) -> String {
         let mut out = format!("\nactivity-hub bench {}: {}\n\n", self.name(), self.shape);
-        let both = self.runs.len() == 2;
+        // Beside the hub's column and each other's: hub/other for each other run.
+        let others: Vec<&str> = self.runs.iter().skip(1).map(|(k, _)| k.name()).collect();
         out.push_str("| |");
         for (k, _) in &self.runs {
             out.push_str(&format!(" {} |", k.name()));
         }
-        out.push_str(if both {
-            " hub/baseline |\n|---|---:|---:|---:|\n"
-        } else {
-            "\n|---|---:|\n"
-        });
+        for o in &others {
+            out.push_str(&format!(" hub/{o} |"));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(self.runs.len() + others.len()));
+        out.push('\n');
         for (label, values, comparable) in self.rows() {
             out.push_str(&format!("| {label} |"));
             for v in &values {
                 out.push_str(&format!(" {} |", number(*v)));
             }
-            if both {
-                let ratio = values[0] / values[1];
+            for other in &values[1..] {
+                let ratio = values[0] / other;
                 if comparable && ratio.is_finite() {
                     out.push_str(&format!(" {ratio:.2} |"));
                 } else {
@@ -289,28 +295,34 @@ impl Report {
             }
             runs.insert(k.name().into(), run);
         }
-        let mut ratios = Map::new();
-        if let [(_, hub), (_, base)] = &self.runs[..] {
-            for (h, b) in hub.figures.iter().zip(&base.figures) {
-                if h.better != Better::Info && b.value != 0.0 {
-                    ratios.insert(h.key.into(), json!(h.value / b.value));
-                }
-            }
-            if let (Some(h), Some(b)) = (&hub.latency, &base.latency) {
-                for (name, q) in QUANTILES {
-                    let bv = quantile_ms(b, q);
-                    if bv > 0.0 {
-                        ratios.insert(format!("latency_{name}"), json!(quantile_ms(h, q) / bv));
+        let mut all_ratios = Map::new();
+        if let Some(((_, hub), rest)) = self.runs.split_first() {
+            for (kind, other) in rest {
+                let mut ratios = Map::new();
+                for (h, b) in hub.figures.iter().zip(&other.figures) {
+                    if h.better != Better::Info && b.value != 0.0 {
+                        ratios.insert(h.key.into(), json!(h.value / b.value));
                     }
                 }
+                if let (Some(h), Some(b)) = (&hub.latency, &other.latency) {
+                    for (name, q) in QUANTILES {
+                        let bv = quantile_ms(b, q);
+                        if bv > 0.0 {
+                            ratios.insert(format!("latency_{name}"), json!(quantile_ms(h, q) / bv));
+                        }
+                    }
+                }
+                all_ratios.insert(kind.name().into(), Value::Object(ratios));
             }
         }
+        let ratios = all_ratios.get("baseline").cloned().unwrap_or_else(|| json!({}));
         json!({
             "scenario": self.name(),
             "shape": self.shape,
             "settings": self.settings,
             "runs": runs,
             "ratios_hub_over_baseline": ratios,
+            "ratios_hub_over": all_ratios,
             "clean": self.clean(),
         })
     }

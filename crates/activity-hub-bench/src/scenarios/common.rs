@@ -10,7 +10,7 @@ pub(super) fn histogram() -> Histogram<u64> {
 /// One histogram of many tasks' samples. Tasks keep plain samples rather than a
 /// histogram each: at three significant digits one is ~190 KB, and 10,000 subscribers
 /// each holding one would cost the load generator gigabytes and its caches.
-pub(super) fn histogram_of<'a>(samples: impl IntoIterator<Item = &'a Vec<u64>>) -> Histogram<u64> {
+pub(crate) fn histogram_of<'a>(samples: impl IntoIterator<Item = &'a Vec<u64>>) -> Histogram<u64> {
     let mut h = histogram();
     for v in samples.into_iter().flatten() {
         let _ = h.record((*v).max(1));
@@ -39,14 +39,14 @@ pub(super) fn status_text(s: &tonic::Status) -> String {
 }
 
 /// A payload of `size` bytes starting with `at` (microseconds since the run's base).
-pub(super) fn stamped(at: u64, size: usize) -> Bytes {
+pub(crate) fn stamped(at: u64, size: usize) -> Bytes {
     let mut b = BytesMut::with_capacity(size);
     b.put_u64_le(at);
     b.resize(size, b'x');
     b.freeze()
 }
 
-pub(super) fn stamp_of(payload: &[u8]) -> Option<u64> {
+pub(crate) fn stamp_of(payload: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
 }
 
@@ -350,6 +350,6 @@ pub(super) async fn publish_to_all(
     expected - answered
 }
 
-pub(super) fn per_sec(n: u64, d: Duration) -> f64 {
+pub(crate) fn per_sec(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }

@@ -7,6 +7,7 @@ pub(super) async fn latency(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, S
     let n = subscribers(a);
     let total = (a.rate as f64 * a.duration.as_secs_f64()).round().max(1.0) as u64;
     let (channels, users) = subscriber_setup(t, a, n).await?;
+    prefill(t, a, &users, ui).await?;
     let start = starts(AckMode::Explicit, StartFrom::Latest, "");
     let progress = Some((ui, "opening subscriptions"));
     let subs = open_subs(t, a, &channels, &users, start, OPEN_BURST, progress).await?;
@@ -15,7 +16,9 @@ pub(super) async fn latency(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, S
     // Event k goes to users[k % n]: user i gets total / n, plus one if i < total % n.
     let index: std::collections::HashMap<u64, u64> =
         users.iter().enumerate().map(|(i, &u)| (u, i as u64)).collect();
-    let mine = |sub: &Sub| total / n as u64 + u64::from(index[&sub.user] < total % n as u64);
+    let mine = |sub: &Sub| {
+        sub.subscribed.resume_after + total / n as u64 + u64::from(index[&sub.user] < total % n as u64)
+    };
     let readers = spawn_readers(subs, mine, Some(a.ack_every), a, base, &delivered);
     let first = FirstError::default();
     let (tx, rx) = mpsc::channel::<PublishRequest>(4096);

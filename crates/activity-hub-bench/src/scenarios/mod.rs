@@ -36,6 +36,7 @@ use activity_hub_client::{
     OpenStream,
 };
 
+mod broadcast;
 mod common;
 mod fanout;
 mod get_user;
@@ -47,6 +48,8 @@ mod soak;
 
 use crate::ui::Ui;
 use common::*;
+pub(crate) use common::{histogram_of, per_sec, stamp_of, stamped};
+use publish::spawn_publishers;
 
 /// Most recipients of one publish (the hub's default `--max-recipients`).
 const RECIPIENTS_PER_PUBLISH: usize = 10_000;
@@ -58,43 +61,115 @@ pub(crate) async fn run(a: &BenchArgs) -> Result<Report, String> {
     let mut report = Report::new(a.scenario, shape(a), settings(a));
     let kinds = [Kind::Hub]
         .into_iter()
-        .chain(a.baseline.then_some(Kind::Baseline));
+        .chain(a.baseline.then_some(Kind::Baseline))
+        .chain(a.ceiling.then_some(Kind::Ceiling))
+        .chain(a.peer.map(|_| Kind::Nats));
     for kind in kinds {
         let ui = Ui {
             quiet: a.quiet,
             who: kind.name(),
         };
         ui.say(&format!("starting: {}", report.shape));
-        let t = Target::start(kind, a).await?;
-        let result = match a.scenario {
-            Scenario::GetUser => get_user::get_user(&t, a, &ui).await,
-            Scenario::Publish => publish::publish(&t, a, &ui).await,
-            Scenario::Fanout => fanout::fanout(&t, a, &ui).await,
-            Scenario::Latency => latency::latency(&t, a, &ui).await,
-            Scenario::Idle => idle::idle(&t, a, &ui).await,
-            Scenario::ReconnectStorm => reconnect_storm::reconnect_storm(&t, a, &ui).await,
-            Scenario::Soak => soak::soak(&t, a, &ui).await,
-            Scenario::ServeBaseline => unreachable!("served before any scenario runs"),
+        let run = match kind {
+            Kind::Ceiling => ceiling(a, &ui).await.map_err(|e| format!("ceiling: {e}"))?,
+            Kind::Nats => crate::nats::run(a, &ui)
+                .await
+                .map_err(|e| format!("jetstream: {e}"))?,
+            Kind::Hub | Kind::Baseline => served(kind, a, &ui).await?,
         };
-        if !t.started_here() && !a.keep_users {
-            ui.say("deleting the users the bench created (--keep-users keeps them)");
-            match t.remove_users().await {
-                Ok(0) => {}
-                Ok(n) => ui.say(&format!("{n} bench users could not be deleted")),
-                Err(e) => ui.say(&format!("could not delete the bench users: {e}")),
-            }
-        }
-        let run = result.map_err(|e| {
-            let log = t.log_tail();
-            if log.is_empty() {
-                format!("{}: {e}", kind.name())
-            } else {
-                format!("{}: {e}\nits last log lines:\n{log}", kind.name())
-            }
-        })?;
         report.runs.push((kind, run));
     }
     Ok(report)
+}
+
+/// The scenario against a server: the hub, or the bare baseline.
+async fn served(kind: Kind, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
+    let t = Target::start(kind, a).await?;
+    let result = match a.scenario {
+        Scenario::GetUser => get_user::get_user(&t, a, ui).await,
+        Scenario::Publish => publish::publish(&t, a, ui).await,
+        Scenario::Fanout => fanout::fanout(&t, a, ui).await,
+        Scenario::Broadcast => broadcast::broadcast(&t, a, ui).await,
+        Scenario::Latency => latency::latency(&t, a, ui).await,
+        Scenario::Idle => idle::idle(&t, a, ui).await,
+        Scenario::ReconnectStorm => reconnect_storm::reconnect_storm(&t, a, ui).await,
+        Scenario::Soak => soak::soak(&t, a, ui).await,
+        Scenario::ServeBaseline => unreachable!("served before any scenario runs"),
+    };
+    if !t.started_here() && !a.keep_users {
+        ui.say("deleting the users the bench created (--keep-users keeps them)");
+        match t.remove_users().await {
+            Ok(0) => {}
+            Ok(n) => ui.say(&format!("{n} bench users could not be deleted")),
+            Err(e) => ui.say(&format!("could not delete the bench users: {e}")),
+        }
+    }
+    result.map_err(|e| {
+        let log = t.log_tail();
+        if log.is_empty() {
+            format!("{}: {e}", kind.name())
+        } else {
+            format!("{}: {e}\nits last log lines:\n{log}", kind.name())
+        }
+    })
+}
+
+/// `--prefill`: the started hub's store loaded with deliveries for `users` (nothing for
+/// the baseline, which keeps no store).
+pub(super) async fn prefill(t: &Target, a: &BenchArgs, users: &[u64], ui: &Ui) -> Result<(), String> {
+    if a.prefill == 0 || t.kind != Kind::Hub {
+        return Ok(());
+    }
+    let url = t
+        .database_url()
+        .ok_or("--prefill writes into the store of a hub this run started")?;
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = ui.count("prefilling the store", a.prefill, done.clone());
+    crate::store::prefill::prefill(url, users, a.prefill, a.payload_size, done).await?;
+    bar.done();
+    Ok(())
+}
+
+/// `--ceiling`: the publish scenario's rows written straight to a fresh store of the
+/// same kind (prefilled the same way first).
+async fn ceiling(a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
+    use crate::store::ceiling::{write, CeilingStore};
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let dir = std::env::temp_dir().join(format!("activity-hub-ceiling-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let store = CeilingStore::create(&dir, a.database_url.as_deref(), &tag).await?;
+    let recipients = a.recipients as u64;
+    let users: Vec<u64> = (1..=recipients).collect();
+    let result = async {
+        if a.prefill > 0 {
+            let done = Arc::new(AtomicU64::new(0));
+            let bar = ui.count("prefilling the store", a.prefill, done.clone());
+            crate::store::prefill::prefill(&store.url, &users, a.prefill, a.payload_size, done).await?;
+            bar.done();
+        }
+        let total = a.events.unwrap_or(200_000);
+        let batch = (a.streams * a.inflight) as u64;
+        let done = Arc::new(AtomicU64::new(0));
+        let bar = ui.count("writing", total, done.clone());
+        let secs = write(&store, recipients, total, batch, a.payload_size, 32, done.clone()).await?;
+        bar.done();
+        let n = done.load(Ordering::Relaxed);
+        let mut run = Run::default();
+        run.figures.push(Figure::more(
+            "events_per_sec",
+            "events/s committed",
+            per_sec(n, secs),
+        ));
+        run.figures
+            .push(Figure::info("events", "events committed", n as f64));
+        run.notes
+            .push(format!("batches of {batch} events, one transaction each"));
+        Ok::<_, String>(run)
+    }
+    .await;
+    store.drop_schema(a.database_url.as_deref()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn subscribers(a: &BenchArgs) -> usize {
@@ -103,6 +178,15 @@ fn subscribers(a: &BenchArgs) -> usize {
         Scenario::Soak => 200,
         _ => 1_000,
     })
+}
+
+/// ", store prefilled with N deliveries" when it was.
+fn prefilled(a: &BenchArgs) -> String {
+    if a.prefill == 0 {
+        String::new()
+    } else {
+        format!(", store prefilled with {} deliveries", a.prefill)
+    }
 }
 
 /// The flags that shaped the run, for the JSON report.
@@ -125,6 +209,9 @@ fn settings(a: &BenchArgs) -> serde_json::Value {
         "subscribers": subscribers(a),
         "events": a.events,
         "recipients": a.recipients,
+        "prefill": a.prefill,
+        "ceiling": a.ceiling,
+        "peer": a.peer.map(|p| format!("{p:?}").to_lowercase()),
         "rate": a.rate,
         "duration_ms": a.duration.as_millis() as u64,
         "warmup_ms": a.warmup.as_millis() as u64,
@@ -155,21 +242,33 @@ fn shape(a: &BenchArgs) -> String {
             a.warmup
         ),
         Scenario::Publish => format!(
-            "{} events over {} PublishStream streams ({} in flight each), one of {} recipients each, {} B payloads",
+            "{} events over {} PublishStream streams ({} in flight each), one recipient each, round robin over {}, {} B payloads{}",
             a.events.unwrap_or(200_000),
             a.streams,
             a.inflight,
             a.recipients,
-            a.payload_size
+            a.payload_size,
+            prefilled(a)
         ),
         Scenario::Fanout => format!(
+            "per-user fan-out: {n} subscribers, each its own recipient, {} events each ({} in all, one recipient per event, round robin over {} PublishStream streams x {} in flight), {ack}, {} B payloads{}",
+            a.events.unwrap_or(200),
+            n as u64 * a.events.unwrap_or(200),
+            a.streams,
+            a.inflight,
+            a.payload_size,
+            prefilled(a)
+        ),
+        Scenario::Broadcast => format!(
             "{} events each to all of {n} subscribers, {ack}, {} B payloads",
             a.events.unwrap_or(200),
             a.payload_size
         ),
         Scenario::Latency => format!(
-            "{} events/s for {:?}, each to one of {n} subscribers (round robin), explicit acks",
-            a.rate, a.duration
+            "{} events/s for {:?}, each to one of {n} subscribers (round robin), explicit acks{}",
+            a.rate,
+            a.duration,
+            prefilled(a)
         ),
         Scenario::Idle => format!("{n} idle subscriptions held for {:?}", a.duration),
         Scenario::ReconnectStorm => format!(
