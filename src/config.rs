@@ -47,6 +47,19 @@ pub enum UserCacheMode {
     Off,
 }
 
+/// What a publish survives before it is answered (see `store::Durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityMode {
+    /// Answered publishes survive a power loss or OS crash: every commit is fsynced
+    /// (SQLite `synchronous = FULL`; PostgreSQL's `synchronous_commit`).
+    PowerLoss,
+    /// Faster: answered publishes survive the hub's process crashing, but a power loss
+    /// or OS crash (PostgreSQL: also a database-server crash) can lose the last commits
+    /// (SQLite `synchronous = NORMAL`; PostgreSQL `synchronous_commit = off`). What NATS
+    /// JetStream promises by default.
+    ProcessCrash,
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -145,6 +158,11 @@ pub struct ServeConfig {
     /// whose cache is the database server's.
     #[arg(long, env = "HUB_DB_CACHE_MIB", default_value_t = 64)]
     pub db_cache_mib: u64,
+
+    /// What an answered publish survives. `process-crash` trades power-loss safety for
+    /// throughput (see README, "Durability").
+    #[arg(long, env = "HUB_DURABILITY", value_enum, default_value_t = DurabilityMode::PowerLoss)]
+    pub durability: DurabilityMode,
 
     /// How long a graceful shutdown waits for calls to finish before closing anyway.
     #[arg(long, env = "HUB_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]

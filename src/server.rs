@@ -23,7 +23,7 @@ use crate::{
         users::service::{StreamStats, UserApi},
     },
     auth::{token::Tokens, Auth},
-    config::{ServeConfig, UserCacheMode},
+    config::{DurabilityMode, ServeConfig, UserCacheMode},
     hub::{Hub, HubConfig},
     limits::RateLimits,
     model::{Role, Roles},
@@ -32,7 +32,7 @@ use crate::{
         auth::v1::auth_service_server::AuthServiceServer, user::v1::user_service_server::UserServiceServer,
     },
     rpc::{MethodTable, RpcLayer, RpcOptions},
-    store::{Backend, Store, StoreError, StoreOptions, WriteHealth},
+    store::{Backend, Durability, Store, StoreError, StoreOptions, WriteHealth},
     users::{cache::UserCache, password::PasswordHasher, CreateUser, Users},
 };
 
@@ -97,8 +97,17 @@ impl App {
             max_connections: config.db_max_connections,
             acquire_timeout: config.db_acquire_timeout,
             cache_kib: config.db_cache_mib.saturating_mul(1024),
+            durability: match config.durability {
+                DurabilityMode::PowerLoss => Durability::PowerLoss,
+                DurabilityMode::ProcessCrash => Durability::ProcessCrash,
+            },
         })
         .await?;
+        let durability = store.durability().await?;
+        tracing::info!(backend = ?store.backend(), ?durability, "store open");
+        if config.durability == DurabilityMode::PowerLoss && durability != Durability::PowerLoss {
+            tracing::warn!("the store does not fsync every commit (PostgreSQL's synchronous_commit is off): a power loss can lose answered publishes");
+        }
         let secret = match &config.auth_secret {
             Some(s) => s.clone(),
             None => {

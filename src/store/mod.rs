@@ -82,6 +82,23 @@ impl Backend {
     }
 }
 
+/// What a commit survives before the publish is answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The default. SQLite: `synchronous = FULL`, the WAL is fsynced at every commit;
+    /// PostgreSQL: the server's `synchronous_commit` (on by default). An answered publish
+    /// survives a power loss or an OS crash.
+    #[default]
+    PowerLoss,
+    /// SQLite: `synchronous = NORMAL`, the WAL is fsynced at checkpoints only;
+    /// PostgreSQL: `synchronous_commit = off` for the hub's writes. An answered publish
+    /// survives the hub's process crashing, but a power loss or OS crash (on PostgreSQL:
+    /// also a crash of the database server) can lose the last commits before their
+    /// fsync - the guarantee NATS JetStream gives by default. Seqs stay gap-free either
+    /// way: what is lost is a suffix of the log, never a hole in it.
+    ProcessCrash,
+}
+
 /// Connection settings for [`Store::connect`].
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -96,6 +113,8 @@ pub struct StoreOptions {
     /// SQLite's page caches, all connections together, in KiB: half for the writer (the
     /// hot index pages of the log), half shared by the readers.
     pub cache_kib: u64,
+    /// What an answered commit survives.
+    pub durability: Durability,
 }
 
 impl StoreOptions {
@@ -106,6 +125,7 @@ impl StoreOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(1),
             cache_kib: DEFAULT_CACHE_KIB,
+            durability: Durability::PowerLoss,
         }
     }
 }
@@ -155,7 +175,10 @@ impl Store {
         let url = opts.url.as_str();
         let page_limit = Arc::new(PageLimit::default());
         let (db, writer) = if Backend::of_url(url) == Backend::Postgres {
-            let connect = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
+            let mut connect = PgConnectOptions::from_str(url).map_err(StoreError::Database)?;
+            if opts.durability == Durability::ProcessCrash {
+                connect = connect.options([("synchronous_commit", "off")]);
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
@@ -171,14 +194,24 @@ impl Store {
                 .map_err(StoreError::Database)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(match opts.durability {
+                    Durability::PowerLoss => SqliteSynchronous::Full,
+                    Durability::ProcessCrash => SqliteSynchronous::Normal,
+                })
                 .foreign_keys(true)
                 .busy_timeout(opts.acquire_timeout)
                 // Checkpoints run in the background (Store::checkpoint), not inside a
                 // publisher's commit; this larger automatic threshold is only a backstop.
                 .pragma("wal_autocheckpoint", "16384")
                 // Statement journals of multi-row upserts stay in memory.
-                .pragma("temp_store", "memory");
+                .pragma("temp_store", "memory")
+                // Rows a statement returns (a batch's new heads: one per recipient) are
+                // handed from SQLite's thread to the caller through a channel of this
+                // many; the default 50 makes the thread wait for the caller every 50.
+                .row_buffer_size(plan::CHUNK)
+                // Every multi-row shape of every statement stays prepared (see
+                // `plan::sized_chunks`).
+                .statement_cache_capacity(256);
             let writer_opts = connect.clone().pragma("cache_size", format!("-{writer_cache}"));
             let reader_opts = connect.pragma("cache_size", format!("-{reader_cache}"));
             let limit = page_limit.clone();
@@ -236,6 +269,31 @@ impl Store {
         match self.db {
             Db::Sqlite(_) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// What the writer's commits survive, as the database reports it (SQLite's
+    /// `synchronous` on the writer connection, PostgreSQL's `synchronous_commit` on a
+    /// pooled one): the setting in effect, not the one asked for.
+    pub async fn durability(&self) -> StoreResult<Durability> {
+        match &self.writer {
+            Db::Sqlite(p) => {
+                let (level,): (i64,) = sqlx::query_as("PRAGMA synchronous").fetch_one(p).await?;
+                // 2 = FULL, 3 = EXTRA: fsync at every commit; 1 = NORMAL, 0 = OFF.
+                Ok(if level >= 2 {
+                    Durability::PowerLoss
+                } else {
+                    Durability::ProcessCrash
+                })
+            }
+            Db::Postgres(p) => {
+                let (v,): (String,) = sqlx::query_as("SHOW synchronous_commit").fetch_one(p).await?;
+                Ok(if v == "off" {
+                    Durability::ProcessCrash
+                } else {
+                    Durability::PowerLoss
+                })
+            }
         }
     }
 

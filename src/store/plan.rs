@@ -9,8 +9,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-/// Rows per multi-row INSERT: 7 columns x 1000 stays under SQLite's 32766 binds.
-pub const CHUNK: usize = 1000;
+/// Rows per multi-row statement: 7 columns x 4096 stays under SQLite's 32766 binds (and
+/// PostgreSQL's 65535). Fewer, larger statements: each one is a round trip between the
+/// commit task and SQLite's thread, which waits meanwhile.
+pub const CHUNK: usize = 4096;
 
 /// Largest NOTIFY payload written (PostgreSQL refuses 8000 bytes and above).
 pub const NOTIFY_PAYLOAD_MAX: usize = 7000;
@@ -32,8 +34,8 @@ pub fn close_batch(sizes: impl IntoIterator<Item = usize>, max_count: usize, max
     n
 }
 
-/// Splits `v` into chunks of [`CHUNK`] rows and then powers of two (512, 256, ..., 1), so
-/// a multi-row statement comes in at most 11 shapes per table and every shape stays in
+/// Splits `v` into chunks of [`CHUNK`] rows and then powers of two (2048, 1024, ..., 1),
+/// so a multi-row statement comes in at most 13 shapes per table and every shape stays in
 /// the driver's prepared-statement cache instead of being parsed again for each batch.
 pub fn sized_chunks<T>(v: &[T]) -> impl Iterator<Item = &[T]> {
     let mut rest = v;
@@ -142,9 +144,9 @@ mod tests {
 
     #[test]
     fn chunks_come_in_few_shapes() {
-        let v: Vec<u32> = (0..2_777).collect();
+        let v: Vec<u32> = (0..9_000).collect();
         let sizes: Vec<usize> = sized_chunks(&v).map(<[u32]>::len).collect();
-        assert_eq!(sizes, vec![1000, 1000, 512, 256, 8, 1]);
+        assert_eq!(sizes, vec![4096, 4096, 512, 256, 32, 8]);
         assert_eq!(sized_chunks(&v).flatten().count(), v.len());
         assert_eq!(sized_chunks::<u32>(&[]).count(), 0);
     }

@@ -114,11 +114,178 @@ async fn fanout_delivers_every_event_to_every_subscriber(b: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fanout_without_acks_delivers_everything() {
-    let o = bench(&["fanout", "--subscribers", "20", "--events", "15", "--ack", "none"]).await;
+async fn broadcast_without_acks_delivers_every_event_to_everyone() {
+    let o = bench(&[
+        "broadcast",
+        "--subscribers",
+        "20",
+        "--events",
+        "15",
+        "--ack",
+        "none",
+    ])
+    .await;
     let runs = ok(&o);
     assert_eq!(figure(&runs["hub"], "deliveries"), 300.0);
     assert!(runs.get("baseline").is_none(), "no baseline unless asked");
+    assert!(o.json["shape"]
+        .as_str()
+        .unwrap()
+        .contains("to all of 20 subscribers"));
+}
+
+crate::dual!(publish_on_a_prefilled_store_beside_its_ceiling);
+
+/// `--prefill` writes deliveries as the hub would have (gap-free seqs from 1, heads to
+/// match: the publishes after it would collide with them otherwise), and `--ceiling`
+/// writes the same publish rows to a store of its own.
+async fn publish_on_a_prefilled_store_beside_its_ceiling(b: Backend) {
+    let db = TestDb::new(b).await;
+    let o = bench(&[
+        "publish",
+        "--events",
+        "1500",
+        "--recipients",
+        "30",
+        "--prefill",
+        "3001",
+        "--ceiling",
+        "--database-url",
+        &db.url,
+    ])
+    .await;
+    let runs = ok(&o);
+    assert_eq!(figure(&runs["hub"], "events"), 1500.0, "{}", o.json);
+    assert_eq!(figure(&runs["ceiling"], "events"), 1500.0, "{}", o.json);
+    let ratio = o.json["ratios_hub_over"]["ceiling"]["events_per_sec"]
+        .as_f64()
+        .unwrap();
+    let expected = figure(&runs["hub"], "events_per_sec") / figure(&runs["ceiling"], "events_per_sec");
+    assert!((ratio - expected).abs() < 1e-9, "{ratio} vs {expected}");
+    assert!(o.json["shape"]
+        .as_str()
+        .unwrap()
+        .contains("prefilled with 3001 deliveries"));
+
+    // The hub's store: 3001 + 1500 deliveries over 30 recipients (and none for the
+    // admin), each recipient's seqs 1..=head with no gap.
+    let (rows, heads, gappy, users): (i64, i64, i64, i64) = match b {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query_as(STORE_SHAPE).fetch_one(&pool).await.unwrap()
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query_as(STORE_SHAPE).fetch_one(&pool).await.unwrap()
+        }
+    };
+    assert_eq!((rows, heads, gappy, users), (4501, 4501, 0, 30));
+}
+
+/// Deliveries, the sum of heads, recipients whose seqs have a gap, recipients.
+const STORE_SHAPE: &str = "SELECT \
+     (SELECT count(*) FROM inbox), \
+     (SELECT CAST(sum(head_seq) AS BIGINT) FROM heads), \
+     (SELECT count(*) FROM (SELECT user_id FROM inbox GROUP BY user_id \
+         HAVING max(seq) <> count(*) OR min(seq) <> 1) g), \
+     (SELECT count(*) FROM heads)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_after_a_prefill_delivers_from_the_prefilled_heads() {
+    // Subscribers start from the latest event: the prefilled heads. Every event of the
+    // run arrives after them, none lost, none failed.
+    let o = bench(&[
+        "latency",
+        "--subscribers",
+        "7",
+        "--rate",
+        "300",
+        "--duration",
+        "1s",
+        "--prefill",
+        "2000",
+    ])
+    .await;
+    let run = &ok(&o)["hub"];
+    assert_eq!(figure(run, "deliveries"), 300.0, "{run}");
+    assert_eq!(run["lost"], 0);
+}
+
+/// A NATS server with JetStream: this machine's on 4222, else one started from
+/// `nats-server` on a free port (kept until the value drops); `None` when neither is
+/// there, and the test says it was skipped.
+async fn nats() -> Option<(String, Option<tokio::process::Child>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    if tokio::net::TcpStream::connect("127.0.0.1:4222").await.is_ok() {
+        return Some(("nats://127.0.0.1:4222".into(), None, dir));
+    }
+    let port = free_port();
+    let child = tokio::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .kill_on_drop(true)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        eprintln!("skipped: no NATS on 127.0.0.1:4222 and no nats-server binary to start");
+        return None;
+    };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Some((format!("nats://127.0.0.1:{port}"), Some(child), dir));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nats-server did not start on port {port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jetstream_peer_runs_the_same_shapes() {
+    let Some((url, _server, _dir)) = nats().await else {
+        return;
+    };
+    let o = bench(&[
+        "publish",
+        "--events",
+        "700",
+        "--recipients",
+        "20",
+        "--peer",
+        "nats",
+        "--nats-url",
+        &url,
+    ])
+    .await;
+    let runs = ok(&o);
+    assert_eq!(figure(&runs["jetstream"], "events"), 700.0, "{}", o.json);
+    assert_eq!(runs["jetstream"]["latency_ms"]["count"], 700);
+    assert!(
+        o.json["ratios_hub_over"]["jetstream"]["events_per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+
+    let o = bench(&[
+        "fanout",
+        "--subscribers",
+        "10",
+        "--events",
+        "6",
+        "--ack-every",
+        "4",
+        "--peer",
+        "nats",
+        "--nats-url",
+        &url,
+    ])
+    .await;
+    let runs = ok(&o);
+    for who in ["hub", "jetstream"] {
+        assert_eq!(figure(&runs[who], "deliveries"), 60.0, "{who}: {}", o.json);
+        assert_eq!(runs[who]["lost"], 0);
+    }
 }
 
 crate::dual!(reconnect_storm_resumes_every_subscriber_losing_nothing);

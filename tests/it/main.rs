@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod client;
 mod crash;
+mod durability;
 mod faults;
 mod helpers;
 mod limits;

@@ -47,6 +47,15 @@ pub enum Acks {
     None,
 }
 
+/// The started hub's `--durability`, which the ceiling copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// Every commit fsynced: survives power loss (the hub's default).
+    PowerLoss,
+    /// Commits not fsynced: survives a process crash only (JetStream's default).
+    ProcessCrash,
+}
+
 /// A peer measured with the same shape in the same run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Peer {
@@ -113,6 +122,10 @@ pub struct BenchArgs {
     /// or on --database-url's PostgreSQL (in a schema of its own, dropped afterwards).
     #[arg(long)]
     pub ceiling: bool,
+    /// What the started hub's commits survive (its `--durability`); the ceiling writes
+    /// with the same setting.
+    #[arg(long, value_enum, default_value = "power-loss")]
+    pub durability: Durability,
     /// Also measure a peer with the same shape (publish, fanout, latency).
     #[arg(long, value_enum)]
     pub peer: Option<Peer>,

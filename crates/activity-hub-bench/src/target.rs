@@ -148,32 +148,41 @@ impl Target {
                     .clone()
                     .unwrap_or_else(|| format!("sqlite://{}", dir.join("hub.db").display()));
                 let mut cmd = tokio::process::Command::new(exe);
-                cmd.args(["serve", "--listen", &addr, "--database-url", &db])
-                    .args(["--metrics-listen", "off", "--log-level", "warn"]);
+                cmd.args(["serve", "--listen", &addr, "--database-url", &db]);
+                // The bench's settings, each unless --hub-arg sets it.
+                let mut defaults = vec![
+                    ("--metrics-listen", "off"),
+                    ("--log-level", "warn"),
+                    ("--max-streams-per-connection", "2048"),
+                    // One admin makes every call: the limiter stays on the path, out of the way.
+                    ("--user-rate-limit", "1000000000"),
+                    ("--user-rate-burst", "1000000000"),
+                ];
+                // Only when not the default, so builds older than the flag can be compared.
+                if args.durability == crate::args::Durability::ProcessCrash {
+                    defaults.push(("--durability", "process-crash"));
+                }
                 // Bench users log in once; cheap hashing keeps set-up short. The soak
                 // keeps the hub's own costs: password-hashing memory is part of what
                 // it measures (`--hub-arg` can still lower them).
                 if args.scenario != Scenario::Soak {
-                    cmd.args([
-                        "--password-hash-memory-kib",
-                        "64",
-                        "--password-hash-iterations",
-                        "1",
-                    ]);
+                    defaults.push(("--password-hash-memory-kib", "64"));
+                    defaults.push(("--password-hash-iterations", "1"));
+                }
+                for (flag, value) in defaults {
+                    let set = args
+                        .hub_args
+                        .iter()
+                        .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+                    if !set {
+                        cmd.args([flag, value]);
+                    }
                 }
                 cmd.args([
                     "--bootstrap-admin-email",
                     ADMIN,
                     "--bootstrap-admin-password",
                     PASSWORD,
-                ])
-                .args(["--max-streams-per-connection", "2048"])
-                // One admin makes every call: the limiter stays on the path, out of the way.
-                .args([
-                    "--user-rate-limit",
-                    "1000000000",
-                    "--user-rate-burst",
-                    "1000000000",
                 ])
                 .args(&args.hub_args);
                 database_url = Some(db);

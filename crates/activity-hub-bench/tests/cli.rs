@@ -22,6 +22,7 @@ fn help_names_every_scenario() {
         "get-user",
         "publish",
         "fanout",
+        "broadcast",
         "latency",
         "idle",
         "reconnect-storm",
@@ -54,4 +55,22 @@ fn an_unknown_scenario_is_a_usage_error() {
     let o = bench(&["warp-speed"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("warp-speed"));
+}
+
+#[test]
+fn flags_that_cannot_apply_are_usage_errors_naming_the_flag() {
+    for (args, says) in [
+        (
+            &["publish", "--prefill", "10", "--server", "http://127.0.0.1:1"][..],
+            "--prefill",
+        ),
+        (&["fanout", "--ceiling"][..], "--ceiling"),
+        (&["idle", "--peer", "nats"][..], "--peer"),
+        (&["get-user", "--prefill", "5"][..], "--prefill"),
+    ] {
+        let o = bench(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
 }

@@ -2,7 +2,10 @@
 //! limit, the event bodies no delivery needs any more, and expired idempotency keys.
 
 use super::{ids::event_id_floor, Pruned, RetentionPolicy};
-use crate::store::{dispatch, plan::CHUNK, Store, StoreError, StoreResult};
+use crate::store::{dispatch, Store, StoreError, StoreResult};
+
+/// Most rows one retention transaction deletes, so publishes never wait long for it.
+const CHUNK: usize = 1000;
 
 impl Store {
     /// One retention pass, in short transactions of at most [`CHUNK`] rows so publishes

@@ -133,7 +133,7 @@ pub(super) async fn prefill(t: &Target, a: &BenchArgs, users: &[u64], ui: &Ui) -
 /// `--ceiling`: the publish scenario's rows written straight to a fresh store of the
 /// same kind (prefilled the same way first).
 async fn ceiling(a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
-    use crate::store::ceiling::{write, CeilingStore};
+    use crate::store::ceiling::{write, CeilingStore, Shape};
     let tag = format!("{:08x}", rand::random::<u32>());
     let dir = std::env::temp_dir().join(format!("activity-hub-ceiling-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -151,7 +151,16 @@ async fn ceiling(a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
         let batch = (a.streams * a.inflight) as u64;
         let done = Arc::new(AtomicU64::new(0));
         let bar = ui.count("writing", total, done.clone());
-        let secs = write(&store, recipients, total, batch, a.payload_size, 32, done.clone()).await?;
+        let shape = Shape {
+            recipients,
+            total,
+            batch,
+            payload_size: a.payload_size,
+            // The started hub's writer cache (half its default --db-cache-mib).
+            cache_mib: 32,
+            fsync_each_commit: a.durability == crate::args::Durability::PowerLoss,
+        };
+        let secs = write(&store, &shape, done.clone()).await?;
         bar.done();
         let n = done.load(Ordering::Relaxed);
         let mut run = Run::default();
@@ -210,6 +219,7 @@ fn settings(a: &BenchArgs) -> serde_json::Value {
         "events": a.events,
         "recipients": a.recipients,
         "prefill": a.prefill,
+        "durability": format!("{:?}", a.durability),
         "ceiling": a.ceiling,
         "peer": a.peer.map(|p| format!("{p:?}").to_lowercase()),
         "rate": a.rate,

@@ -5,7 +5,7 @@
 //! so the largest batch the hub's group commit can form), one transaction: the
 //! recipients' heads advanced (`INSERT .. ON CONFLICT .. RETURNING`, ascending), one
 //! `events` row per event and one `inbox` row per delivery, in multi-row statements of
-//! at most 1,000 rows, bound like the hub binds them; on SQLite, a passive WAL
+//! at most 4,096 rows, bound like the hub binds them; on SQLite, a passive WAL
 //! checkpoint every 250 ms from a second connection, as the hub runs it. Nothing else:
 //! no recipient check, no idempotency, no gRPC, no actors.
 
@@ -22,8 +22,8 @@ use sqlx::QueryBuilder;
 
 use super::{event_id, now_micros, Conn};
 
-/// Rows per multi-row statement (the hub's `CHUNK`).
-const CHUNK: usize = 1000;
+/// Rows per multi-row statement (the hub's `store::plan::CHUNK`).
+const CHUNK: usize = 4096;
 
 /// The store the ceiling writes to, thrown away afterwards.
 pub(crate) struct CeilingStore {
@@ -76,18 +76,38 @@ fn with_search_path(url: &str, schema: &str) -> String {
     format!("{url}{sep}options=-c%20search_path%3D{schema}")
 }
 
+/// What the ceiling writes, and how.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    /// Recipients, user ids 1..=n.
+    pub(crate) recipients: u64,
+    /// Events.
+    pub(crate) total: u64,
+    /// Events per transaction.
+    pub(crate) batch: u64,
+    pub(crate) payload_size: usize,
+    /// The writer's page cache.
+    pub(crate) cache_mib: u64,
+    /// `synchronous = FULL` (else NORMAL; PostgreSQL: `synchronous_commit`).
+    pub(crate) fsync_each_commit: bool,
+}
+
 /// Writes `total` events to `store` round robin over `recipients` (user ids 1..=n), in
 /// batches of `batch`; counts committed events in `done`. Returns how long it took.
 pub(crate) async fn write(
     store: &CeilingStore,
-    recipients: u64,
-    total: u64,
-    batch: u64,
-    payload_size: usize,
-    cache_mib: u64,
+    shape: &Shape,
     done: Arc<AtomicU64>,
 ) -> Result<Duration, String> {
-    let mut conn = Conn::open(&store.url, cache_mib).await?;
+    let Shape {
+        recipients,
+        total,
+        batch,
+        payload_size,
+        cache_mib,
+        fsync_each_commit,
+    } = *shape;
+    let mut conn = Conn::open_with(&store.url, cache_mib, fsync_each_commit).await?;
     let checkpointer = match &conn {
         Conn::Sqlite(_) => {
             let mut cp = Conn::open(&store.url, 1).await?;
@@ -196,7 +216,9 @@ async fn commit(conn: &mut Conn, first: u64, n: u64, recipients: u64, payload: &
         *counts.entry((g % recipients + 1) as i64).or_default() += 1;
     }
     let counts: Vec<(i64, i64)> = counts.into_iter().collect();
-    let ids: Vec<String> = (first..first + n).map(|g| event_id(ms, g)).collect();
+    // As the hub assigns them: the commit's millisecond, random bits, ascending.
+    let mut ids: Vec<String> = (first..first + n).map(|_| event_id(ms, rand::random())).collect();
+    ids.sort_unstable();
     let recipient = |k: usize| ((first + k as u64) % recipients + 1) as i64;
     match conn {
         Conn::Sqlite(c) => batch!(c, counts, ids, recipient, payload, now),

@@ -27,13 +27,26 @@ pub(crate) fn is_postgres(url: &str) -> bool {
 }
 
 impl Conn {
-    /// Connects with the hub's own settings (SQLite: WAL, `synchronous = FULL`,
+    /// Connects with the hub's own settings (SQLite: WAL, `synchronous = FULL`, or
+    /// `NORMAL` with `fsync_each_commit` false,
     /// `wal_autocheckpoint = 16384`, `temp_store = memory`, a writer cache of
     /// `cache_mib`), waiting up to 30 s for a lock another process holds.
     pub(crate) async fn open(url: &str, cache_mib: u64) -> Result<Conn, String> {
+        Self::open_with(url, cache_mib, true).await
+    }
+
+    /// [`Conn::open`], fsyncing each commit or not (PostgreSQL: `synchronous_commit`).
+    pub(crate) async fn open_with(
+        url: &str,
+        cache_mib: u64,
+        fsync_each_commit: bool,
+    ) -> Result<Conn, String> {
         let err = |e: sqlx::Error| format!("{}: {e}", redact(url));
         if is_postgres(url) {
-            let opts = PgConnectOptions::from_str(url).map_err(err)?;
+            let mut opts = PgConnectOptions::from_str(url).map_err(err)?;
+            if !fsync_each_commit {
+                opts = opts.options([("synchronous_commit", "off")]);
+            }
             Ok(Conn::Postgres(
                 PgConnection::connect_with(&opts).await.map_err(err)?,
             ))
@@ -42,7 +55,11 @@ impl Conn {
                 .map_err(err)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(if fsync_each_commit {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
                 .busy_timeout(Duration::from_secs(30))
                 .pragma("wal_autocheckpoint", "16384")
                 .pragma("temp_store", "memory")
