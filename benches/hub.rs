@@ -1,4 +1,7 @@
-//! The load tool's scenarios as a cargo bench, at the sizes `benches/RESULTS.md` reports:
+//! The load tool's scenarios as a cargo bench, at the sizes `benches/RESULTS.md` reports
+//! (the shapes users live with: one recipient per event over 10,000 recipients, per-user
+//! fan-out; `broadcast` is the one-event-to-everyone shape; `benches/issue13.sh` adds the
+//! store ceiling, JetStream and a prefilled store):
 //! each runs `activity-hub bench <scenario> ... --baseline` on the release binary (which
 //! hands over to the `activity-hub-bench` beside it), so the hub and the bare tonic
 //! baseline are measured back to back in one run.
@@ -32,6 +35,10 @@ const RUNS: &[(&str, &[&str])] = &[
     (
         "fanout-10k",
         &["fanout", "--subscribers", "10000", "--events", "50"],
+    ),
+    (
+        "broadcast",
+        &["broadcast", "--subscribers", "1000", "--events", "200"],
     ),
     (
         "latency",

@@ -188,6 +188,12 @@ pub struct ServeConfig {
     #[arg(long, env = "HUB_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_window: Duration,
 
+    /// SQLite: how often deliveries committed to the small `inbox_tail` are merged into
+    /// `inbox` (also whenever 65,536 are waiting). Lower: a smaller tail; higher: fewer
+    /// page rewrites per delivery.
+    #[arg(long, env = "HUB_INBOX_MERGE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, hide = true)]
+    pub inbox_merge_interval: Duration,
+
     /// Most publishes committed in one transaction (group commit). A batch closes at this
     /// size (or 32 MiB of payload) or when the previous commit finishes, whichever comes
     /// first; larger batches raise throughput under load, smaller ones cap commit latency.

@@ -151,6 +151,7 @@ impl App {
                 retention_max_events: config.retention_max_events,
                 retention_interval: config.retention_interval,
                 idempotency_window: config.idempotency_window,
+                inbox_merge_interval: config.inbox_merge_interval,
             },
             streams_shutdown.clone(),
         )

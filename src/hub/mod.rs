@@ -77,6 +77,9 @@ pub struct HubConfig {
     pub retention_interval: Duration,
     /// Idempotency dedupe window.
     pub idempotency_window: Duration,
+    /// SQLite: how often committed deliveries waiting in `inbox_tail` are merged into
+    /// `inbox` when fewer than [`MERGE_ROWS`](persistence::MERGE_ROWS) are waiting.
+    pub inbox_merge_interval: Duration,
 }
 
 /// Live counters, for tests and metrics.

@@ -21,7 +21,7 @@ use crate::{
         events::{AckRecord, NewEvent, PublishOutcome, RetentionPolicy},
         now_micros,
         plan::close_batch,
-        Store, StoreError,
+        Backend, Store, StoreError,
     },
 };
 
@@ -29,6 +29,16 @@ type Reply = oneshot::Sender<Result<PublishOutcome, ApiError>>;
 
 /// Most payload bytes in one commit: bounds a batch's memory when payloads are large.
 const BATCH_BYTES: usize = 32 << 20;
+
+/// SQLite: once this many committed deliveries wait in `inbox_tail`, the next write is a
+/// merge pass into `inbox` (see `Store::merge_inbox_tail`). It bounds the tail, whose
+/// pages every commit touches, and sets how many deliveries share one rewrite of a
+/// recipient's `inbox` page.
+pub(crate) const MERGE_ROWS: u64 = 65_536;
+
+/// Deliveries one merge transaction moves at most (whole recipients, so one recipient
+/// with more moves alone): bounds how long a publish waits behind a merge.
+const MERGE_SLICE: u64 = 2_048;
 
 /// Messages of the persistence actor.
 enum Msg {
@@ -38,8 +48,13 @@ enum Msg {
     Ack(AckRecord),
     /// Answer once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
-    /// The commit task finished.
-    Committed,
+    /// The commit task finished, having written this many deliveries.
+    Committed(u64),
+    /// Timer: merge `inbox_tail` into `inbox` if anything waits there (SQLite).
+    MergeTick,
+    /// A merge slice finished: the recipient the pass goes on from (`None`: the pass is
+    /// done), or `None` when the slice failed.
+    Merged(Option<Option<u64>>),
     /// Timer: run retention.
     Prune,
     /// The retention task finished.
@@ -109,6 +124,13 @@ struct State {
     acks: BTreeMap<(u64, String), u64>,
     flushes: Vec<oneshot::Sender<()>>,
     committing: bool,
+    /// Deliveries committed to `inbox_tail` since the last merge (SQLite; an estimate:
+    /// unknown at start, so the first tick merges whatever an earlier run left).
+    tail_rows: u64,
+    /// Whether this store has a tail to merge (SQLite).
+    merges: bool,
+    /// A merge pass in progress: the recipient its next slice starts at.
+    merge_from: Option<u64>,
     pruning: bool,
     checkpointing: bool,
 }
@@ -121,12 +143,19 @@ impl Actor for Persistence {
     async fn pre_start(&self, myself: ActorRef<Msg>, args: Args) -> Result<State, ActorProcessingErr> {
         myself.send_interval(args.config.retention_interval, || Msg::Prune);
         myself.send_interval(std::time::Duration::from_millis(250), || Msg::Checkpoint);
+        let merges = args.store.backend() == Backend::Sqlite;
+        if merges {
+            myself.send_interval(args.config.inbox_merge_interval, || Msg::MergeTick);
+        }
         Ok(State {
             args,
             queue: Vec::new(),
             acks: BTreeMap::new(),
             flushes: Vec::new(),
             committing: false,
+            tail_rows: 1,
+            merges,
+            merge_from: None,
             pruning: false,
             checkpointing: false,
         })
@@ -156,15 +185,31 @@ impl Actor for Persistence {
                     state.kick(&myself);
                 }
             }
-            Msg::Committed => {
+            Msg::Committed(deliveries) => {
                 state.committing = false;
-                if state.queue.is_empty() && state.acks.is_empty() {
-                    for f in state.flushes.drain(..) {
-                        let _ = f.send(());
-                    }
-                } else {
-                    state.kick(&myself);
+                state.tail_rows += deliveries;
+                if state.merges && state.merge_from.is_none() && state.tail_rows >= MERGE_ROWS {
+                    state.start_pass();
                 }
+                state.next(&myself, true);
+            }
+            Msg::MergeTick => {
+                if state.merge_from.is_none() && state.tail_rows > 0 {
+                    state.start_pass();
+                    state.next(&myself, true);
+                }
+            }
+            Msg::Merged(result) => {
+                state.committing = false;
+                state.merge_from = match result {
+                    Some(next) => next,
+                    // Retried by the next tick; reads take deliveries from both tables.
+                    None => {
+                        state.tail_rows = state.tail_rows.max(1);
+                        None
+                    }
+                };
+                state.next(&myself, false);
             }
             Msg::Prune => {
                 if !state.pruning {
@@ -220,6 +265,56 @@ pub(crate) fn retention_policy(config: &HubConfig, now: i64) -> RetentionPolicy 
 }
 
 impl State {
+    /// Begins a merge pass over everything in `inbox_tail` now (rows committed during the
+    /// pass behind its position wait for the next one).
+    fn start_pass(&mut self) {
+        self.merge_from = Some(0);
+        self.tail_rows = 0;
+    }
+
+    /// The writer's next job once it is free: commits and merge slices take turns, so a
+    /// pass never holds publishes back for more than one slice. With nothing to do,
+    /// flushes are answered.
+    fn next(&mut self, myself: &ActorRef<Msg>, after_commit: bool) {
+        if self.committing {
+            return;
+        }
+        let queued = !self.queue.is_empty() || !self.acks.is_empty();
+        match self.merge_from {
+            Some(from) if after_commit || !queued => self.merge_slice(myself, from),
+            _ if queued => self.kick(myself),
+            _ => {
+                for f in self.flushes.drain(..) {
+                    let _ = f.send(());
+                }
+            }
+        }
+    }
+
+    /// Moves the next slice of `inbox_tail` (at most [`MERGE_SLICE`] deliveries, whole
+    /// recipients from `from` on) into `inbox`. It takes the writer like a commit does.
+    fn merge_slice(&mut self, myself: &ActorRef<Msg>, from: u64) {
+        self.committing = true;
+        let store = self.args.store.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = match store.merge_inbox_tail(from, MERGE_SLICE).await {
+                Ok((moved, next)) => {
+                    if moved > 0 {
+                        tracing::debug!(deliveries = moved, from, took = ?started.elapsed(), "inbox tail slice merged");
+                    }
+                    Some(next)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "merging the inbox tail failed; will retry");
+                    None
+                }
+            };
+            let _ = me.cast(Msg::Merged(result));
+        });
+    }
+
     /// Starts a commit of what is queued unless one is running.
     fn kick(&mut self, myself: &ActorRef<Msg>) {
         if self.committing || (self.queue.is_empty() && self.acks.is_empty()) {
@@ -252,6 +347,7 @@ impl State {
             let now = now_micros();
             let cutoff = now.saturating_sub(window.as_micros() as i64);
             let started = std::time::Instant::now();
+            let mut written = 0u64;
             match store.commit_batch(&items, &acks, now, cutoff, &origin).await {
                 Ok(outcomes) => {
                     let committed: Vec<_> = outcomes
@@ -264,6 +360,7 @@ impl State {
                         })
                         .collect();
                     let deliveries: usize = committed.iter().map(|(_, d)| d.len()).sum();
+                    written = deliveries as u64;
                     super::metrics::committed(committed.len(), deliveries, acks.len(), started.elapsed());
                     if !committed.is_empty() {
                         registry.committed(committed);
@@ -305,7 +402,7 @@ impl State {
                     }
                 }
             }
-            let _ = me.cast(Msg::Committed);
+            let _ = me.cast(Msg::Committed(written));
         });
     }
 }

@@ -262,6 +262,7 @@ mod tests {
                 retention_max_events: 0,
                 retention_interval: Duration::from_secs(3600),
                 idempotency_window: Duration::from_secs(60),
+                inbox_merge_interval: Duration::from_secs(1),
             },
             stats: Arc::new(HubStats::default()),
             origin: "test".into(),

@@ -101,6 +101,17 @@ impl WriteTx {
         })
     }
 
+    /// Where a commit writes its deliveries: on SQLite the small, append-mostly
+    /// `inbox_tail` that a background pass merges into `inbox`
+    /// ([`Store::merge_inbox_tail`](super::Store::merge_inbox_tail)); on PostgreSQL,
+    /// where several servers write and read, `inbox` itself.
+    pub(crate) fn deliveries_table(&self) -> &'static str {
+        match self {
+            WriteTx::Sqlite(_) => "inbox_tail",
+            WriteTx::Postgres(_) => "inbox",
+        }
+    }
+
     /// Commits (see [`WriteConn::commit`]: a lost answer is [`StoreError::CommitUnknown`]).
     pub(crate) async fn commit(self) -> StoreResult<()> {
         match self {

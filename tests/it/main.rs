@@ -10,6 +10,7 @@ mod crash;
 mod durability;
 mod faults;
 mod helpers;
+mod inbox_tail;
 mod limits;
 mod metrics;
 mod observability;

@@ -204,6 +204,11 @@ pub struct BenchArgs {
     /// than this many percent.
     #[arg(long, default_value_t = 25.0, value_name = "PCT")]
     pub max_growth: f64,
+    /// After the scenario, watch the server's RSS for up to this long and report how
+    /// long it took to come back within 64 MiB of its value before the scenario (local
+    /// servers only; 0 = do not wait).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub memory_settle: Duration,
     /// Give up when no progress is seen for this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub stall_timeout: Duration,

@@ -215,8 +215,10 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    /// Step 5c: one `inbox` row per delivery.
+    /// Step 5c: one row per delivery, in `inbox` or `inbox_tail` (see
+    /// [`WriteTx::deliveries_table`]).
     async fn insert_deliveries(&self, tx: &mut WriteTx) -> StoreResult<()> {
+        let table = tx.deliveries_table();
         let rows: Vec<(u64, u64, &EventBody)> = self
             .bodies
             .iter()
@@ -224,7 +226,9 @@ impl<'a> Batch<'a> {
             .collect();
         for chunk in sized_chunks(&rows) {
             on_tx!(tx, c => {
-                let mut q = QueryBuilder::new("INSERT INTO inbox (user_id, seq, event_id, type, published_at) ");
+                let mut q = QueryBuilder::new(format!(
+                    "INSERT INTO {table} (user_id, seq, event_id, type, published_at) "
+                ));
                 q.push_values(chunk, |mut b, (u, s, body)| {
                     b.push_bind(*u as i64)
                         .push_bind(*s as i64)

@@ -20,6 +20,7 @@
 mod commit;
 mod idempotency;
 mod ids;
+mod merge;
 mod notify;
 mod read;
 mod retention;

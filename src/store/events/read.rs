@@ -42,8 +42,10 @@ impl Store {
     /// The recipient's newest seq and oldest retained seq (if any event is retained), in
     /// one round trip.
     pub async fn bounds(&self, user_id: u64) -> StoreResult<(u64, Option<u64>)> {
+        // A delivery is in `inbox` or, until merged, in `inbox_tail` (never both).
         let sql = "SELECT (SELECT head_seq FROM heads WHERE user_id = $1), \
-                   (SELECT MIN(seq) FROM inbox WHERE user_id = $1)";
+                   (SELECT MIN(m) FROM (SELECT MIN(seq) AS m FROM inbox WHERE user_id = $1 \
+                    UNION ALL SELECT MIN(seq) FROM inbox_tail WHERE user_id = $1) b)";
         let (head, earliest): (Option<i64>, Option<i64>) =
             dispatch!(&self.db, p => sqlx::query_as(sql).bind(user_id as i64).fetch_one(p).await)?;
         Ok((head.map_or(0, |h| h as u64), earliest.map(|s| s as u64)))
@@ -60,23 +62,33 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<StoredEvent>> {
         let rows: Vec<EventRow> = dispatch!(&self.db, p => {
+            // The first `limit` of each table (a delivery is in one of them), then the
+            // first `limit` of both: each side reads its primary-key range in order.
             let mut q = QueryBuilder::new(
-                "SELECT i.seq, e.event_id, e.type, e.payload, e.content_type, e.attributes, \
-                 e.published_at, e.publisher_id FROM inbox i JOIN events e ON e.event_id = i.event_id \
-                 WHERE i.user_id = ",
+                "SELECT d.seq, e.event_id, e.type, e.payload, e.content_type, e.attributes, \
+                 e.published_at, e.publisher_id FROM (",
             );
-            q.push_bind(user_id as i64);
-            q.push(" AND i.seq > ").push_bind(after.min(i64::MAX as u64) as i64);
-            q.push(" AND i.seq <= ").push_bind(upto.min(i64::MAX as u64) as i64);
-            if !types.is_empty() {
-                q.push(" AND i.type IN (");
-                let mut sep = q.separated(", ");
-                for t in types {
-                    sep.push_bind(t.as_str());
+            for (i, table) in ["inbox", "inbox_tail"].into_iter().enumerate() {
+                if i > 0 {
+                    q.push(" UNION ALL ");
                 }
-                q.push(")");
+                q.push(format!("SELECT * FROM (SELECT seq, event_id FROM {table} WHERE user_id = "));
+                q.push_bind(user_id as i64);
+                q.push(" AND seq > ").push_bind(after.min(i64::MAX as u64) as i64);
+                q.push(" AND seq <= ").push_bind(upto.min(i64::MAX as u64) as i64);
+                if !types.is_empty() {
+                    q.push(" AND type IN (");
+                    let mut sep = q.separated(", ");
+                    for t in types {
+                        sep.push_bind(t.as_str());
+                    }
+                    q.push(")");
+                }
+                q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(limit));
+                q.push(format!(") {table}_page"));
             }
-            q.push(" ORDER BY i.seq LIMIT ").push_bind(i64::from(limit));
+            q.push(") d JOIN events e ON e.event_id = d.event_id ORDER BY d.seq LIMIT ")
+                .push_bind(i64::from(limit));
             q.build_query_as().fetch_all(p).await
         })?;
         rows.into_iter().map(|r| decode_row(user_id, r)).collect()

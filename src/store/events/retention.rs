@@ -17,11 +17,13 @@ impl Store {
             let over: Vec<(i64, i64)> =
                 dispatch!(&self.db, p => sqlx::query_as(sql).bind(max as i64).fetch_all(p).await)?;
             for (user, head) in over {
-                let sql = "DELETE FROM inbox WHERE user_id = $1 AND seq <= $2";
-                let n = dispatch!(&self.writer, p => sqlx::query(sql).bind(user).bind(head - max as i64)
-                    .execute(p).await.map(|r| r.rows_affected()));
-                let n = self.track(n.map_err(StoreError::from))?;
-                pruned.deliveries += n;
+                for table in ["inbox", "inbox_tail"] {
+                    let sql = format!("DELETE FROM {table} WHERE user_id = $1 AND seq <= $2");
+                    let n = dispatch!(&self.writer, p => sqlx::query(&sql).bind(user).bind(head - max as i64)
+                        .execute(p).await.map(|r| r.rows_affected()));
+                    let n = self.track(n.map_err(StoreError::from))?;
+                    pruned.deliveries += n;
+                }
             }
         }
         if let Some(cutoff) = policy.cutoff_micros {
@@ -46,6 +48,12 @@ impl Store {
                 let n = self.track(n.map_err(StoreError::from))?;
                 pruned.deliveries += n;
             }
+            // Deliveries not merged yet are young, unless the age limit is shorter than a
+            // merge pass: the tail is small, so one scan of it settles that.
+            let sql = "DELETE FROM inbox_tail WHERE published_at < $1";
+            let n = dispatch!(&self.writer, p => sqlx::query(sql).bind(cutoff)
+                .execute(p).await.map(|r| r.rows_affected()));
+            pruned.deliveries += self.track(n.map_err(StoreError::from))?;
             let floor = event_id_floor(cutoff);
             loop {
                 let sql = format!(

@@ -85,6 +85,7 @@ pub(crate) async fn run(a: &BenchArgs) -> Result<Report, String> {
 /// The scenario against a server: the hub, or the bare baseline.
 async fn served(kind: Kind, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     let t = Target::start(kind, a).await?;
+    let rss_before = t.rss_bytes();
     let result = match a.scenario {
         Scenario::GetUser => get_user::get_user(&t, a, ui).await,
         Scenario::Publish => publish::publish(&t, a, ui).await,
@@ -95,6 +96,13 @@ async fn served(kind: Kind, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
         Scenario::ReconnectStorm => reconnect_storm::reconnect_storm(&t, a, ui).await,
         Scenario::Soak => soak::soak(&t, a, ui).await,
         Scenario::ServeBaseline => unreachable!("served before any scenario runs"),
+    };
+    let result = match (result, rss_before) {
+        (Ok(mut run), Some(before)) if !a.memory_settle.is_zero() => {
+            settle(&t, &mut run, before, a.memory_settle, ui).await;
+            Ok(run)
+        }
+        (r, _) => r,
     };
     if !t.started_here() && !a.keep_users {
         ui.say("deleting the users the bench created (--keep-users keeps them)");
@@ -112,6 +120,71 @@ async fn served(kind: Kind, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
             format!("{}: {e}\nits last log lines:\n{log}", kind.name())
         }
     })
+}
+
+/// How far above its pre-scenario RSS the server may stay once the load is over.
+const SETTLED_WITHIN: u64 = 64 << 20;
+
+/// `--memory-settle`: samples the server's RSS every 250 ms for up to `limit` after the
+/// scenario; adds its RSS before, at the end of the scenario and at the end of the
+/// watch, and how long it took to come back within [`SETTLED_WITHIN`] of where it began
+/// (a note and `over_budget` when it never did).
+async fn settle(t: &Target, run: &mut Run, before: u64, limit: Duration, ui: &Ui) {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let end = t.rss_bytes().unwrap_or(0);
+    ui.say(&format!(
+        "watching server RSS for up to {limit:?}: {:.1} MiB before, {:.1} MiB now",
+        mib(before),
+        mib(end)
+    ));
+    let start = Instant::now();
+    let mut now = end;
+    let mut settled = None;
+    loop {
+        if now <= before + SETTLED_WITHIN {
+            settled = Some(start.elapsed());
+            break;
+        }
+        if start.elapsed() >= limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        now = t.rss_bytes().unwrap_or(now);
+    }
+    run.figures.push(Figure::info(
+        "rss_before_mib",
+        "server RSS before, MiB",
+        mib(before),
+    ));
+    run.figures.push(Figure::info(
+        "rss_end_mib",
+        "server RSS at the end, MiB",
+        mib(end),
+    ));
+    run.figures.push(Figure::info(
+        "rss_settled_mib",
+        "server RSS after settling, MiB",
+        mib(now),
+    ));
+    match settled {
+        Some(d) => run.figures.push(Figure::less(
+            "rss_settle_secs",
+            "seconds until RSS within 64 MiB of before",
+            d.as_secs_f64(),
+        )),
+        None => {
+            run.figures.push(Figure::less(
+                "rss_settle_secs",
+                "seconds until RSS within 64 MiB of before",
+                f64::NAN,
+            ));
+            run.over_budget.push(format!(
+                "server RSS still {:.1} MiB above its {:.1} MiB before the scenario after {limit:?}",
+                mib(now.saturating_sub(before)),
+                mib(before)
+            ));
+        }
+    }
 }
 
 /// `--prefill`: the started hub's store loaded with deliveries for `users` (nothing for
@@ -233,6 +306,7 @@ fn settings(a: &BenchArgs) -> serde_json::Value {
         "logins": a.logins,
         "rounds_per_minute": a.rounds_per_minute,
         "max_growth_pct": a.max_growth,
+        "memory_settle_ms": a.memory_settle.as_millis() as u64,
     })
 }
 

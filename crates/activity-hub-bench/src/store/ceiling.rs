@@ -4,7 +4,9 @@
 //! Per batch of `--streams x --inflight` events (the most the publishers keep in flight,
 //! so the largest batch the hub's group commit can form), one transaction: the
 //! recipients' heads advanced (`INSERT .. ON CONFLICT .. RETURNING`, ascending), one
-//! `events` row per event and one `inbox` row per delivery, in multi-row statements of
+//! `events` row per event and one delivery row per delivery (SQLite: into `inbox_tail`,
+//! merged into `inbox` once 65,536 wait there, as the hub does; PostgreSQL: `inbox`), in
+//! multi-row statements of
 //! at most 4,096 rows, bound like the hub binds them; on SQLite, a passive WAL
 //! checkpoint every 250 ms from a second connection, as the hub runs it. Nothing else:
 //! no recipient check, no idempotency, no gRPC, no actors.
@@ -21,6 +23,24 @@ use std::{
 use sqlx::QueryBuilder;
 
 use super::{event_id, now_micros, Conn};
+
+/// The hub's `MERGE_ROWS`: deliveries waiting in `inbox_tail` that start a merge pass.
+const MERGE_ROWS: u64 = 65_536;
+
+/// The hub's merge pass (SQLite): the tail into `inbox` in key order, one transaction.
+async fn merge(conn: &mut Conn) -> Result<(), String> {
+    if let Conn::Sqlite(_) = conn {
+        conn.exec("BEGIN IMMEDIATE").await?;
+        conn.exec(
+            "INSERT INTO inbox (user_id, seq, event_id, type, published_at) \
+             SELECT user_id, seq, event_id, type, published_at FROM inbox_tail ORDER BY user_id, seq",
+        )
+        .await?;
+        conn.exec("DELETE FROM inbox_tail").await?;
+        conn.exec("COMMIT").await?;
+    }
+    Ok(())
+}
 
 /// Rows per multi-row statement (the hub's `store::plan::CHUNK`).
 const CHUNK: usize = 4096;
@@ -123,12 +143,18 @@ pub(crate) async fn write(
     let payload = vec![b'x'; payload_size];
     let start = Instant::now();
     let mut g = 0u64;
+    let mut tail = 0u64;
     let result = async {
         while g < total {
             let n = batch.min(total - g);
             commit(&mut conn, g, n, recipients, &payload).await?;
             g += n;
             done.fetch_add(n, Ordering::Relaxed);
+            tail += n;
+            if tail >= MERGE_ROWS {
+                merge(&mut conn).await?;
+                tail = 0;
+            }
         }
         Ok::<_, String>(start.elapsed())
     }
@@ -142,7 +168,7 @@ pub(crate) async fn write(
 /// The transaction of [`commit`] on one kind of connection: heads advanced (each
 /// recipient's first new seq read back), the events rows, the inbox rows.
 macro_rules! batch {
-    ($c:expr, $counts:expr, $ids:expr, $recipient:expr, $payload:expr, $now:expr) => {{
+    ($c:expr, $table:expr, $counts:expr, $ids:expr, $recipient:expr, $payload:expr, $now:expr) => {{
         let mut tx = sqlx::Connection::begin($c).await.map_err(|e| format!("BEGIN: {e}"))?;
         let mut next: BTreeMap<i64, i64> = BTreeMap::new();
         for chunk in $counts.chunks(CHUNK) {
@@ -190,7 +216,10 @@ macro_rules! batch {
             *seq += 1;
         }
         for chunk in deliveries.chunks(CHUNK) {
-            let mut q = QueryBuilder::new("INSERT INTO inbox (user_id, seq, event_id, type, published_at) ");
+            let mut q = QueryBuilder::new(format!(
+                "INSERT INTO {} (user_id, seq, event_id, type, published_at) ",
+                $table
+            ));
             q.push_values(chunk, |mut b, (u, s, id)| {
                 b.push_bind(*u)
                     .push_bind(*s)
@@ -221,7 +250,7 @@ async fn commit(conn: &mut Conn, first: u64, n: u64, recipients: u64, payload: &
     ids.sort_unstable();
     let recipient = |k: usize| ((first + k as u64) % recipients + 1) as i64;
     match conn {
-        Conn::Sqlite(c) => batch!(c, counts, ids, recipient, payload, now),
-        Conn::Postgres(c) => batch!(c, counts, ids, recipient, payload, now),
+        Conn::Sqlite(c) => batch!(c, "inbox_tail", counts, ids, recipient, payload, now),
+        Conn::Postgres(c) => batch!(c, "inbox", counts, ids, recipient, payload, now),
     }
 }
