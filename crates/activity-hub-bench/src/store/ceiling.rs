@@ -5,7 +5,8 @@
 //! so the largest batch the hub's group commit can form), one transaction: the
 //! recipients' heads advanced (`INSERT .. ON CONFLICT .. RETURNING`, ascending), one
 //! `events` row per event and one delivery row per delivery (SQLite: into `inbox_tail`,
-//! merged into `inbox` once 65,536 wait there, as the hub does; PostgreSQL: `inbox`), in
+//! merged into `inbox` by the hub's slices between commits once 65,536 wait there;
+//! PostgreSQL: `inbox`), in
 //! multi-row statements of
 //! at most 4,096 rows, bound like the hub binds them; on SQLite, a passive WAL
 //! checkpoint every 250 ms from a second connection, as the hub runs it. Nothing else:
@@ -27,19 +28,56 @@ use super::{event_id, now_micros, Conn};
 /// The hub's `MERGE_ROWS`: deliveries waiting in `inbox_tail` that start a merge pass.
 const MERGE_ROWS: u64 = 65_536;
 
-/// The hub's merge pass (SQLite): the tail into `inbox` in key order, one transaction.
-async fn merge(conn: &mut Conn) -> Result<(), String> {
-    if let Conn::Sqlite(_) = conn {
-        conn.exec("BEGIN IMMEDIATE").await?;
-        conn.exec(
-            "INSERT INTO inbox (user_id, seq, event_id, type, published_at) \
-             SELECT user_id, seq, event_id, type, published_at FROM inbox_tail ORDER BY user_id, seq",
-        )
-        .await?;
-        conn.exec("DELETE FROM inbox_tail").await?;
-        conn.exec("COMMIT").await?;
-    }
-    Ok(())
+/// The hub's `MERGE_SLICE`: most deliveries one merge transaction moves.
+const MERGE_SLICE: u64 = 2_048;
+
+/// One slice of the hub's merge pass (SQLite): the tail's deliveries of whole recipients
+/// from `from` on, about [`MERGE_SLICE`] of them, into `inbox` in key order, in one
+/// transaction, by the same SQL. The recipient the next slice starts at, if any.
+async fn merge_slice(conn: &mut Conn, from: i64) -> Result<Option<i64>, String> {
+    let Conn::Sqlite(c) = conn else {
+        return Ok(None);
+    };
+    let mut tx = sqlx::Connection::begin(c)
+        .await
+        .map_err(|e| format!("BEGIN: {e}"))?;
+    let err = |e: sqlx::Error| format!("merge: {e}");
+    let (first,): (Option<i64>,) = sqlx::query_as("SELECT MIN(user_id) FROM inbox_tail WHERE user_id >= $1")
+        .bind(from)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(err)?;
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    let past: Option<(i64,)> = sqlx::query_as(
+        "SELECT user_id FROM inbox_tail WHERE user_id >= $1 ORDER BY user_id, seq LIMIT 1 OFFSET $2",
+    )
+    .bind(first)
+    .bind(MERGE_SLICE as i64)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err)?;
+    let upto = past.map(|(u,)| if u == first { first + 1 } else { u });
+    let end = upto.unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO inbox (user_id, seq, event_id, type, published_at) \
+         SELECT user_id, seq, event_id, type, published_at FROM inbox_tail \
+         WHERE user_id >= $1 AND user_id < $2 ORDER BY user_id, seq",
+    )
+    .bind(first)
+    .bind(end)
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
+    sqlx::query("DELETE FROM inbox_tail WHERE user_id >= $1 AND user_id < $2")
+        .bind(first)
+        .bind(end)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    tx.commit().await.map_err(|e| format!("COMMIT: {e}"))?;
+    Ok(upto)
 }
 
 /// Rows per multi-row statement (the hub's `store::plan::CHUNK`).
@@ -143,7 +181,10 @@ pub(crate) async fn write(
     let payload = vec![b'x'; payload_size];
     let start = Instant::now();
     let mut g = 0u64;
+    // As the hub's persistence actor: a pass starts once MERGE_ROWS wait in the tail,
+    // and its slices take turns with the commits.
     let mut tail = 0u64;
+    let mut pass: Option<i64> = None;
     let result = async {
         while g < total {
             let n = batch.min(total - g);
@@ -151,9 +192,12 @@ pub(crate) async fn write(
             g += n;
             done.fetch_add(n, Ordering::Relaxed);
             tail += n;
-            if tail >= MERGE_ROWS {
-                merge(&mut conn).await?;
+            if pass.is_none() && tail >= MERGE_ROWS {
+                pass = Some(0);
                 tail = 0;
+            }
+            if let Some(from) = pass {
+                pass = merge_slice(&mut conn, from).await?;
             }
         }
         Ok::<_, String>(start.elapsed())
