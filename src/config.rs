@@ -188,10 +188,10 @@ pub struct ServeConfig {
     #[arg(long, env = "HUB_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_window: Duration,
 
-    /// SQLite: how often deliveries committed to the small `inbox_tail` are merged into
-    /// `inbox` (also whenever 65,536 are waiting). Lower: a smaller tail; higher: fewer
-    /// page rewrites per delivery.
-    #[arg(long, env = "HUB_INBOX_MERGE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration, hide = true)]
+    /// SQLite: how often deliveries committed to the small `inbox_tail` table are merged
+    /// into `inbox` (also whenever 65,536 are waiting), in slices that take turns with
+    /// publishes. Shorter: a smaller tail; longer: fewer page rewrites per delivery.
+    #[arg(long, env = "HUB_INBOX_MERGE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub inbox_merge_interval: Duration,
 
     /// Most publishes committed in one transaction (group commit). A batch closes at this
@@ -409,6 +409,12 @@ impl ServeConfig {
                 "must be at least 1",
             );
         }
+        if self.inbox_merge_interval < Duration::from_millis(10) {
+            return err(
+                "--inbox-merge-interval (HUB_INBOX_MERGE_INTERVAL)",
+                "must be at least 10ms",
+            );
+        }
         if self.retention_interval < Duration::from_millis(10) {
             return err(
                 "--retention-interval (HUB_RETENTION_INTERVAL)",
@@ -485,6 +491,11 @@ mod tests {
         assert_eq!(c.max_streams_per_connection, 1024);
         assert_eq!(c.heartbeat_interval, Duration::from_secs(15));
         assert!(!c.open_signup);
+        assert_eq!(
+            c.durability,
+            DurabilityMode::PowerLoss,
+            "power-loss safety by default"
+        );
         assert!(c.validate().is_ok());
     }
 
@@ -498,5 +509,15 @@ mod tests {
         );
         let c = ServeConfig::from_args(["--open-signup"]).unwrap();
         assert!(c.open_signup);
+        let c = ServeConfig::from_args(["--inbox-merge-interval", "0s"]).unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("--inbox-merge-interval"));
+        assert!(
+            ServeConfig::from_args(["--durability", "sometimes"]).is_err(),
+            "only power-loss or process-crash"
+        );
     }
 }
