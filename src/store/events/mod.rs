@@ -4,11 +4,15 @@
 //!   with `idempotency` (keys seen before, claimed, recorded) and `verify` (what
 //!   happened to a batch whose COMMIT lost its answer);
 //! - `notify`: PostgreSQL LISTEN/NOTIFY of new heads between servers sharing a store;
-//! - `read`: heads, history pages and cursors;
+//! - `read`: heads, history pages and cursors (a recipient's deliveries from `inbox` and,
+//!   until merged, `inbox_tail`);
+//! - `merge`: SQLite's merge of `inbox_tail` into `inbox`, a slice of whole recipients
+//!   per transaction;
 //! - `retention`: pruning old deliveries, events and idempotency keys;
 //! - `ids`: event ids (UUIDv7 in commit-time order).
 //!
-//! [`commit_batch`] is the only writer of `events`, `inbox`, `heads` and `cursors` and is
+//! [`commit_batch`] is the only writer of `events`, `heads`, `cursors` and of deliveries
+//! (`inbox` on PostgreSQL, `inbox_tail` on SQLite, which only the merge moves on) and is
 //! called by the persistence actor alone, one batch at a time per server, on the store's
 //! writer inside one write transaction: a batch commits whole or leaves no trace. All the
 //! multi-row statements are built with `QueryBuilder`, which emits each engine's own
