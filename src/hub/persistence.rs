@@ -52,9 +52,9 @@ enum Msg {
     Committed(u64),
     /// Timer: merge `inbox_tail` into `inbox` if anything waits there (SQLite).
     MergeTick,
-    /// A merge slice finished: the recipient the pass goes on from (`None`: the pass is
-    /// done), or `None` when the slice failed.
-    Merged(Option<Option<u64>>),
+    /// A merge slice finished: `Ok` with the recipient the pass goes on from (`None`:
+    /// the pass is done), or `Err` when the slice failed.
+    Merged(Result<Option<u64>, StoreError>),
     /// Timer: run retention.
     Prune,
     /// The retention task finished.
@@ -127,8 +127,6 @@ struct State {
     /// Deliveries committed to `inbox_tail` since the last merge (SQLite; an estimate:
     /// unknown at start, so the first tick merges whatever an earlier run left).
     tail_rows: u64,
-    /// Whether this store has a tail to merge (SQLite).
-    merges: bool,
     /// A merge pass in progress: the recipient its next slice starts at.
     merge_from: Option<u64>,
     pruning: bool,
@@ -143,8 +141,7 @@ impl Actor for Persistence {
     async fn pre_start(&self, myself: ActorRef<Msg>, args: Args) -> Result<State, ActorProcessingErr> {
         myself.send_interval(args.config.retention_interval, || Msg::Prune);
         myself.send_interval(std::time::Duration::from_millis(250), || Msg::Checkpoint);
-        let merges = args.store.backend() == Backend::Sqlite;
-        if merges {
+        if args.store.backend() == Backend::Sqlite {
             myself.send_interval(args.config.inbox_merge_interval, || Msg::MergeTick);
         }
         Ok(State {
@@ -154,7 +151,6 @@ impl Actor for Persistence {
             flushes: Vec::new(),
             committing: false,
             tail_rows: 1,
-            merges,
             merge_from: None,
             pruning: false,
             checkpointing: false,
@@ -188,7 +184,8 @@ impl Actor for Persistence {
             Msg::Committed(deliveries) => {
                 state.committing = false;
                 state.tail_rows += deliveries;
-                if state.merges && state.merge_from.is_none() && state.tail_rows >= MERGE_ROWS {
+                let merges = state.args.store.backend() == Backend::Sqlite;
+                if merges && state.merge_from.is_none() && state.tail_rows >= MERGE_ROWS {
                     state.start_pass();
                 }
                 state.next(&myself, true);
@@ -202,9 +199,10 @@ impl Actor for Persistence {
             Msg::Merged(result) => {
                 state.committing = false;
                 state.merge_from = match result {
-                    Some(next) => next,
+                    Ok(next) => next,
                     // Retried by the next tick; reads take deliveries from both tables.
-                    None => {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "merging the inbox tail failed; will retry");
                         state.tail_rows = state.tail_rows.max(1);
                         None
                     }
@@ -299,18 +297,12 @@ impl State {
         let me = myself.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let result = match store.merge_inbox_tail(from, MERGE_SLICE).await {
-                Ok((moved, next)) => {
-                    if moved > 0 {
-                        tracing::debug!(deliveries = moved, from, took = ?started.elapsed(), "inbox tail slice merged");
-                    }
-                    Some(next)
+            let result = store.merge_inbox_tail(from, MERGE_SLICE).await.map(|(moved, next)| {
+                if moved > 0 {
+                    tracing::debug!(deliveries = moved, from, took = ?started.elapsed(), "inbox tail slice merged");
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "merging the inbox tail failed; will retry");
-                    None
-                }
-            };
+                next
+            });
             let _ = me.cast(Msg::Merged(result));
         });
     }

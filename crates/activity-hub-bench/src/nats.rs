@@ -29,7 +29,9 @@ use tokio::task::JoinSet;
 
 use crate::{
     report::{Figure, Run},
-    scenarios::{histogram_of, per_sec, stamp_of, stamped},
+    scenarios::{
+        delivery_figures, histogram_of, join_all, latency_figures, per_sec, stamp_of, stamped, Pace,
+    },
     ui::Ui,
     Acks, BenchArgs, Scenario,
 };
@@ -140,7 +142,7 @@ impl Peer<'_> {
         let done = Arc::new(AtomicU64::new(0));
         let bar = ui.count("prefilling the stream", self.a.prefill, done.clone());
         let tasks = self.publishers(self.a.prefill, recipients, None, done).await?;
-        for r in join(tasks).await? {
+        for r in join_all(tasks).await? {
             r?;
         }
         bar.done();
@@ -157,7 +159,7 @@ impl Peer<'_> {
         let tasks = self.publishers(total, recipients, None, done.clone()).await?;
         let mut run = Run::default();
         let mut samples = Vec::new();
-        for r in join(tasks).await? {
+        for r in join_all(tasks).await? {
             match r {
                 Ok(s) => samples.push(s),
                 Err(e) => {
@@ -285,24 +287,17 @@ impl Peer<'_> {
             .publishers(total, n as u64, Some(base), published.clone())
             .await?;
         let bar = ui.count("delivering", total, delivered.clone());
-        let seen = join(readers).await?;
+        let seen = join_all(readers).await?;
         let secs = start.elapsed();
         bar.done();
         let mut run = self.collect(seen);
-        for r in join(publishers).await? {
+        for r in join_all(publishers).await? {
             if let Err(e) = r {
                 run.failed += 1;
                 run.first_error.get_or_insert(e);
             }
         }
-        let got = delivered.load(Ordering::Relaxed);
-        run.figures.push(Figure::more(
-            "deliveries_per_sec",
-            "deliveries/s",
-            per_sec(got, secs),
-        ));
-        run.figures
-            .push(Figure::info("deliveries", "events delivered", got as f64));
+        delivery_figures(&mut run, delivered.load(Ordering::Relaxed), secs);
         Ok(run)
     }
 
@@ -333,16 +328,19 @@ impl Peer<'_> {
             }
             failed
         });
-        let begin = base.elapsed().as_micros() as u64;
+        let pace = Pace {
+            rate: a.rate,
+            begin: base.elapsed().as_micros() as u64,
+        };
         let mut tick = tokio::time::interval(Duration::from_millis(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut sent = 0u64;
         let mut failed = 0u64;
         while sent < total {
             tick.tick().await;
-            let due = ((base.elapsed().as_micros() as u64 - begin) as f64 * a.rate as f64 / 1e6) as u64;
+            let due = pace.due(base);
             while sent < due.min(total) {
-                let at = begin + (sent as f64 * 1e6 / a.rate as f64) as u64;
+                let at = pace.due_at(sent);
                 match js
                     .publish(subjects[(sent % n) as usize].clone(), stamped(at, a.payload_size))
                     .await
@@ -357,27 +355,17 @@ impl Peer<'_> {
         }
         let publish_secs = base.elapsed();
         drop(tx);
-        let seen = join(readers).await?;
+        let seen = join_all(readers).await?;
         bar.done();
         let mut run = self.collect(seen);
         run.failed += failed + acks.await.unwrap_or(0);
-        run.figures.push(Figure::info(
-            "publish_rate",
-            "events/s published (achieved)",
-            per_sec(sent, publish_secs),
-        ));
-        run.figures.push(Figure::info(
-            "deliveries",
-            "events delivered",
-            delivered.load(Ordering::Relaxed) as f64,
-        ));
+        latency_figures(&mut run, sent, publish_secs, delivered.load(Ordering::Relaxed));
         Ok(run)
     }
 
     fn collect(&self, seen: Vec<Seen>) -> Run {
         let mut run = Run {
             latency: Some(histogram_of(seen.iter().map(|s| &s.samples))),
-            latency_label: "publish -> deliver",
             ..Default::default()
         };
         for s in seen {
@@ -398,12 +386,4 @@ struct Seen {
     got: u64,
     lost: u64,
     error: Option<String>,
-}
-
-async fn join<T: 'static>(mut set: JoinSet<T>) -> Result<Vec<T>, String> {
-    let mut out = Vec::with_capacity(set.len());
-    while let Some(r) = set.join_next().await {
-        out.push(r.map_err(|e| format!("a bench task failed: {e}"))?);
-    }
-    Ok(out)
 }

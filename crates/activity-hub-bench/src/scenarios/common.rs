@@ -249,7 +249,7 @@ pub(super) fn collect(run: &mut Run, seen: Vec<Seen>, first: &FirstError) -> Vec
     subs
 }
 
-pub(super) async fn join_all<T: 'static>(mut set: JoinSet<T>) -> Result<Vec<T>, String> {
+pub(crate) async fn join_all<T: 'static>(mut set: JoinSet<T>) -> Result<Vec<T>, String> {
     let mut out = Vec::with_capacity(set.len());
     while let Some(r) = set.join_next().await {
         out.push(r.map_err(|e| format!("a bench task failed: {e}"))?);
@@ -352,4 +352,92 @@ pub(super) async fn publish_to_all(
 
 pub(crate) fn per_sec(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// The subscriber side of a delivery scenario (`fanout`, `broadcast`): `n` new users,
+/// the store prefilled for them (`--prefill`), a subscription each from its latest event
+/// with `--ack`, and a reader each expecting `per_user` events after its head.
+pub(super) struct Subscribers {
+    pub(super) users: Arc<Vec<u64>>,
+    pub(super) readers: JoinSet<Seen>,
+    pub(super) delivered: Arc<AtomicU64>,
+    /// Payload stamps count from here.
+    pub(super) base: Instant,
+}
+
+pub(super) async fn subscribe_all(
+    t: &Target,
+    a: &BenchArgs,
+    ui: &Ui,
+    n: usize,
+    per_user: u64,
+) -> Result<Subscribers, String> {
+    let (channels, users) = subscriber_setup(t, a, n).await?;
+    prefill(t, a, &users, ui).await?;
+    let ack_mode = match a.ack {
+        Acks::Explicit => AckMode::Explicit,
+        Acks::None => AckMode::None,
+    };
+    let start = starts(ack_mode, StartFrom::Latest, "");
+    let progress = Some((ui, "opening subscriptions"));
+    let subs = open_subs(t, a, &channels, &users, start, OPEN_BURST, progress).await?;
+    let base = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let ack_every = (a.ack == Acks::Explicit).then_some(a.ack_every);
+    let readers = spawn_readers(
+        subs,
+        |s| s.subscribed.resume_after + per_user,
+        ack_every,
+        a,
+        base,
+        &delivered,
+    );
+    Ok(Subscribers {
+        users,
+        readers,
+        delivered,
+        base,
+    })
+}
+
+/// The figures of a delivery scenario: deliveries/s over `secs`, events delivered.
+pub(crate) fn delivery_figures(run: &mut Run, delivered: u64, secs: Duration) {
+    run.figures.push(Figure::more(
+        "deliveries_per_sec",
+        "deliveries/s",
+        per_sec(delivered, secs),
+    ));
+    run.figures
+        .push(Figure::info("deliveries", "events delivered", delivered as f64));
+    run.latency_label = "publish -> deliver";
+}
+
+/// The figures of the latency scenario: the publish rate achieved, events delivered.
+pub(crate) fn latency_figures(run: &mut Run, sent: u64, publish_secs: Duration, delivered: u64) {
+    run.figures.push(Figure::info(
+        "publish_rate",
+        "events/s published (achieved)",
+        per_sec(sent, publish_secs),
+    ));
+    run.figures
+        .push(Figure::info("deliveries", "events delivered", delivered as f64));
+    run.latency_label = "publish -> deliver";
+}
+
+/// A fixed publish rate: how many events are due by now, and when event `k` was due
+/// (microseconds since the run's base; events are stamped with it, so a publisher that
+/// falls behind shows as latency).
+pub(crate) struct Pace {
+    pub(crate) rate: u64,
+    /// When publishing began, microseconds since the base.
+    pub(crate) begin: u64,
+}
+
+impl Pace {
+    pub(crate) fn due(&self, base: Instant) -> u64 {
+        ((base.elapsed().as_micros() as u64 - self.begin) as f64 * self.rate as f64 / 1e6) as u64
+    }
+    pub(crate) fn due_at(&self, k: u64) -> u64 {
+        self.begin + (k as f64 * 1e6 / self.rate as f64) as u64
+    }
 }

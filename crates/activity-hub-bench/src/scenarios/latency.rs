@@ -47,16 +47,19 @@ pub(super) async fn latency(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, S
         a.duration,
         delivered.clone(),
     );
-    let begin = base.elapsed().as_micros() as u64;
+    let pace = Pace {
+        rate: a.rate,
+        begin: base.elapsed().as_micros() as u64,
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut sent = 0u64;
     while sent < total {
         tick.tick().await;
-        let due = ((base.elapsed().as_micros() as u64 - begin) as f64 * a.rate as f64 / 1e6) as u64;
+        let due = pace.due(base);
         while sent < due.min(total) {
             // Stamped with when it was due, not when it went out.
-            let at = begin + (sent as f64 * 1e6 / a.rate as f64) as u64;
+            let at = pace.due_at(sent);
             let req = PublishRequest {
                 recipient_ids: vec![users[sent as usize % n]],
                 r#type: "bench.latency".into(),
@@ -82,17 +85,7 @@ pub(super) async fn latency(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, S
         ..Default::default()
     };
     let _subs = collect(&mut run, seen, &first);
-    run.figures.push(Figure::info(
-        "publish_rate",
-        "events/s published (achieved)",
-        per_sec(sent, publish_secs),
-    ));
-    run.figures.push(Figure::info(
-        "deliveries",
-        "events delivered",
-        delivered.load(Ordering::Relaxed) as f64,
-    ));
-    run.latency_label = "publish -> deliver";
+    latency_figures(&mut run, sent, publish_secs, delivered.load(Ordering::Relaxed));
     run.first_error = first.take();
     Ok(run)
 }

@@ -48,7 +48,9 @@ mod soak;
 
 use crate::ui::Ui;
 use common::*;
-pub(crate) use common::{histogram_of, per_sec, stamp_of, stamped};
+pub(crate) use common::{
+    delivery_figures, histogram_of, join_all, latency_figures, per_sec, stamp_of, stamped, Pace,
+};
 use publish::spawn_publishers;
 
 /// Most recipients of one publish (the hub's default `--max-recipients`).
@@ -196,6 +198,14 @@ pub(super) async fn prefill(t: &Target, a: &BenchArgs, users: &[u64], ui: &Ui) -
     let url = t
         .database_url()
         .ok_or("--prefill writes into the store of a hub this run started")?;
+    prefill_store(url, users, a, ui).await
+}
+
+/// `--prefill` deliveries for `users` into the store at `url`, with a progress bar.
+async fn prefill_store(url: &str, users: &[u64], a: &BenchArgs, ui: &Ui) -> Result<(), String> {
+    if a.prefill == 0 {
+        return Ok(());
+    }
     let done = Arc::new(AtomicU64::new(0));
     let bar = ui.count("prefilling the store", a.prefill, done.clone());
     crate::store::prefill::prefill(url, users, a.prefill, a.payload_size, done).await?;
@@ -214,12 +224,7 @@ async fn ceiling(a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     let recipients = a.recipients as u64;
     let users: Vec<u64> = (1..=recipients).collect();
     let result = async {
-        if a.prefill > 0 {
-            let done = Arc::new(AtomicU64::new(0));
-            let bar = ui.count("prefilling the store", a.prefill, done.clone());
-            crate::store::prefill::prefill(&store.url, &users, a.prefill, a.payload_size, done).await?;
-            bar.done();
-        }
+        prefill_store(&store.url, &users, a, ui).await?;
         let total = a.events.unwrap_or(200_000);
         let batch = (a.streams * a.inflight) as u64;
         let done = Arc::new(AtomicU64::new(0));
