@@ -120,9 +120,15 @@ pub struct ServeConfig {
     )]
     pub bootstrap_admin_password: Option<String>,
 
-    /// Lifetime of access tokens issued by Login, e.g. `1h`, `30m`.
+    /// Lifetime of access tokens issued by Login and Refresh, e.g. `1h`, `30m`.
+    /// Clients refresh them before they expire (the Rust client does so by itself).
     #[arg(long, env = "HUB_TOKEN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub token_ttl: Duration,
+
+    /// How long a session lives without a Refresh: each Refresh moves its deadline this
+    /// far ahead. At least --token-ttl. After it, log in again.
+    #[arg(long, env = "HUB_REFRESH_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub refresh_token_ttl: Duration,
 
     /// In-process user cache for GetUser and authentication.
     #[arg(long, env = "HUB_USER_CACHE", value_enum, default_value_t = UserCacheMode::Auto)]
@@ -368,8 +374,14 @@ impl ServeConfig {
                 "must be at least 10ms",
             );
         }
-        if self.token_ttl < Duration::from_secs(10) {
-            return err("--token-ttl (HUB_TOKEN_TTL)", "must be at least 10s");
+        if self.token_ttl < Duration::from_secs(1) {
+            return err("--token-ttl (HUB_TOKEN_TTL)", "must be at least 1s");
+        }
+        if self.refresh_token_ttl < self.token_ttl {
+            return err(
+                "--refresh-token-ttl (HUB_REFRESH_TOKEN_TTL)",
+                "must be at least --token-ttl (an access token never outlives its session)",
+            );
         }
         if self.db_max_connections == 0 {
             return err(

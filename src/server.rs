@@ -22,7 +22,7 @@ use crate::{
         auth::AuthApi,
         users::service::{StreamStats, UserApi},
     },
-    auth::{token::Tokens, Auth},
+    auth::{session::Sessions, token::Tokens, Auth},
     config::{DurabilityMode, ServeConfig, UserCacheMode},
     hub::{Hub, HubConfig},
     limits::RateLimits,
@@ -159,7 +159,9 @@ impl App {
         .map_err(|e| ServerError::Hub(e.to_string()))?;
         // The hub's UserActivity watchers hear about every user write.
         let users = Users::new(store.clone(), user_cache.clone(), hasher, Arc::new(hub.clone()));
-        let auth = Auth::new(tokens, users.clone(), limits);
+        let sessions = Arc::new(Sessions::new(store.clone(), config.refresh_token_ttl));
+        sessions.spawn_poller(streams_shutdown.clone());
+        let auth = Auth::new(tokens, sessions, users.clone(), limits);
         let activity_api = ActivityApi::new(
             hub.clone(),
             auth.clone(),

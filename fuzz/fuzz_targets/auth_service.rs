@@ -86,16 +86,26 @@ fn token(input: &Input<'_>) {
     // Nobody but this server can sign: an arbitrary text is refused, unless it is a
     // token this target issued itself (ids 1-255) and remembered.
     match tokens().verify(text) {
-        Ok(id) => assert!((1..=255).contains(&id), "a forged token named user {id}"),
+        Ok(v) => assert!(
+            (1..=255).contains(&v.user_id) && *v.session_id == *format!("s{}", v.user_id),
+            "a forged token named user {} session {}",
+            v.user_id,
+            v.session_id
+        ),
         Err(e) => refused(e, &[Code::Unauthenticated]),
     }
     let id = input.caller_id();
-    let (issued, _) = tokens().issue(&user(id)).expect("a token");
-    assert_eq!(tokens().verify(&issued).ok(), Some(id));
+    let session = format!("s{id}");
+    let (issued, _) = tokens().issue(&user(id), &session).expect("a token");
+    let got = tokens().verify(&issued).expect("its own token");
+    assert_eq!((got.user_id, &*got.session_id), (id, session.as_str()));
     if !text.is_empty() {
         let longer = format!("{issued}{text}");
         if let Ok(got) = tokens().verify(&longer) {
-            panic!("a signed token with {text:?} appended was accepted as user {got}");
+            panic!(
+                "a signed token with {text:?} appended was accepted as user {}",
+                got.user_id
+            );
         }
     }
 }

@@ -250,11 +250,22 @@ fn update(req: pb::UpdateUserRequest, caller: Option<&Principal>) {
     let changes = match update_changes(req) {
         Ok(c) => c,
         Err(e) => {
-            assert!(wire.status.is_some_and(|s| Status::from_i32(s).is_none()));
+            let bad_status = wire.status.is_some_and(|s| Status::from_i32(s).is_none());
+            let bad_roles = wire.roles.as_ref().is_some_and(|set| {
+                set.roles.is_empty() || set.roles.iter().any(|&r| Role::from_i32(r).is_none())
+            });
+            assert!(bad_status || bad_roles, "refused {wire:?}: {e}");
             return refused(e, &[Code::InvalidArgument]);
         }
     };
     assert_eq!(changes.status.map(|s| s as i32), wire.status);
+    if let (Some(set), Some(roles)) = (&wire.roles, changes.roles) {
+        let want: Vec<Role> = Role::ALL
+            .into_iter()
+            .filter(|r| set.roles.contains(&(*r as i32)))
+            .collect();
+        assert_eq!(roles.iter().collect::<Vec<_>>(), want);
+    }
     if let Err(e) = validate_changes(&changes) {
         return refused(e, &[Code::InvalidArgument]);
     }

@@ -142,6 +142,7 @@ pub fn principal(authenticated: bool, input: &Input<'_>, role_bits: u8) -> Optio
     authenticated.then(|| Principal {
         user_id: input.caller_id(),
         roles: Input::roles(role_bits),
+        session_id: "fuzz".into(),
     })
 }
 

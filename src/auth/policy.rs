@@ -21,12 +21,15 @@ pub enum Call {
         /// The user looked up.
         target: Option<u64>,
     },
-    /// UpdateUser; `sets_status` when the request carries `status`.
+    /// UpdateUser; `sets_status` when the request carries `status`, `sets_roles` when
+    /// it carries `roles`.
     UpdateUser {
         /// The user changed.
         target: u64,
         /// The request sets `status` (admins only).
         sets_status: bool,
+        /// The request sets `roles` (admins only).
+        sets_roles: bool,
     },
     /// DeleteUser.
     DeleteUser {
@@ -47,6 +50,15 @@ pub enum Call {
         /// The recipient.
         recipient: u64,
     },
+    /// WhoAmI, ChangePassword: the caller's own account.
+    OwnAccount,
+    /// Logout of a session of `owner`.
+    EndSession {
+        /// The user whose session ends.
+        owner: u64,
+    },
+    /// SetPassword.
+    SetPassword,
 }
 
 /// Decides `call` for `caller` (`None` = no token). UNAUTHENTICATED when a token is needed
@@ -77,12 +89,19 @@ pub fn authorize(caller: Option<&Principal>, call: Call, open_signup: bool) -> R
     let allowed = match call {
         Call::CreateUser { .. } | Call::BulkCreateUsers => admin,
         Call::GetUser { target } => staff || target == Some(p.user_id),
-        Call::UpdateUser { target, sets_status } => admin || (target == p.user_id && !sets_status),
+        Call::UpdateUser {
+            target,
+            sets_status,
+            sets_roles,
+        } => admin || (target == p.user_id && !sets_status && !sets_roles),
         Call::DeleteUser { target } => admin || target == Some(p.user_id),
         Call::ListUsers => staff,
         Call::WatchUser { target } => staff || (target != 0 && target == p.user_id),
         Call::Publish => admin || p.roles.has(Role::Publisher),
         Call::ReadEvents { recipient } => admin || recipient == p.user_id,
+        Call::OwnAccount => true,
+        Call::EndSession { owner } => admin || owner == p.user_id,
+        Call::SetPassword => admin,
     };
     if allowed {
         return Ok(());
@@ -93,12 +112,16 @@ pub fn authorize(caller: Option<&Principal>, call: Call, open_signup: bool) -> R
         Call::UpdateUser {
             sets_status: true, ..
         } => "only admins may set status",
+        Call::UpdateUser { sets_roles: true, .. } => "only admins may set roles",
         Call::UpdateUser { .. } => "you may update only your own user",
         Call::DeleteUser { .. } => "you may delete only your own user",
         Call::ListUsers => "only admins and moderators may list users",
         Call::WatchUser { .. } => "you may watch only your own activity",
         Call::Publish => "only admins and publishers may publish",
         Call::ReadEvents { .. } => "you may read only your own events",
+        Call::OwnAccount => unreachable!("every authenticated caller owns their account"),
+        Call::EndSession { .. } => "you may end only your own sessions",
+        Call::SetPassword => "only admins may set another user's password",
     }))
 }
 
@@ -116,6 +139,7 @@ mod tests {
         Principal {
             user_id: id,
             roles: Roles::only(role),
+            session_id: "s".into(),
         }
     }
 
@@ -172,6 +196,7 @@ mod tests {
                 Call::UpdateUser {
                     target: 1,
                     sets_status: false,
+                    sets_roles: false,
                 },
                 false,
                 Some(PermissionDenied),
@@ -181,6 +206,7 @@ mod tests {
                 Call::UpdateUser {
                     target: 1,
                     sets_status: true,
+                    sets_roles: false,
                 },
                 false,
                 Some(PermissionDenied),
@@ -190,6 +216,7 @@ mod tests {
                 Call::UpdateUser {
                     target: 1,
                     sets_status: true,
+                    sets_roles: false,
                 },
                 false,
                 None,
@@ -221,6 +248,38 @@ mod tests {
                 Some(PermissionDenied),
             ),
             (Some(&admin), Call::ReadEvents { recipient: 1 }, false, None),
+            (
+                Some(&user),
+                Call::UpdateUser {
+                    target: 1,
+                    sets_status: false,
+                    sets_roles: true,
+                },
+                false,
+                Some(PermissionDenied),
+            ),
+            (
+                Some(&admin),
+                Call::UpdateUser {
+                    target: 1,
+                    sets_status: false,
+                    sets_roles: true,
+                },
+                false,
+                None,
+            ),
+            (Some(&user), Call::OwnAccount, false, None),
+            (None, Call::OwnAccount, false, Some(Unauthenticated)),
+            (Some(&user), Call::EndSession { owner: 1 }, false, None),
+            (
+                Some(&user),
+                Call::EndSession { owner: 2 },
+                false,
+                Some(PermissionDenied),
+            ),
+            (Some(&admin), Call::EndSession { owner: 1 }, false, None),
+            (Some(&admin), Call::SetPassword, false, None),
+            (Some(&moder), Call::SetPassword, false, Some(PermissionDenied)),
             (
                 None,
                 Call::ReadEvents { recipient: 1 },

@@ -1,10 +1,14 @@
-//! JWT access tokens: HS256 pinned, `exp`, `iss` and `aud` checked, `sub` = user id.
+//! JWT access tokens: HS256 pinned, `exp`, `iss` and `aud` checked, `sub` = user id,
+//! `sid` = the session (see [`super::session`]).
 //!
 //! Verified tokens are remembered (keyed by the whole token string, expiry re-checked on
 //! every hit), so the per-call cost on the hot path is one hash-map look-up rather than
 //! an HMAC and a JSON parse.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use dashmap::DashMap;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -19,6 +23,8 @@ const CACHE_LIMIT: usize = 100_000;
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
+    #[serde(default)]
+    sid: String,
     roles: Vec<String>,
     iss: String,
     aud: String,
@@ -32,7 +38,16 @@ pub struct Tokens {
     decoding: DecodingKey,
     validation: Validation,
     ttl: Duration,
-    verified: DashMap<Box<str>, (u64, u64)>,
+    verified: DashMap<Box<str>, (Verified, u64)>,
+}
+
+/// What a valid access token says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// `sub`.
+    pub user_id: u64,
+    /// `sid`.
+    pub session_id: Arc<str>,
 }
 
 fn unix_now() -> u64 {
@@ -59,12 +74,19 @@ impl Tokens {
         }
     }
 
-    /// A signed token for `user` and its expiry (seconds since the epoch).
-    pub fn issue(&self, user: &User) -> Result<(String, u64), ApiError> {
+    /// How long the tokens it issues live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A signed token for `user` in session `session_id`, and its expiry (seconds since
+    /// the epoch).
+    pub fn issue(&self, user: &User, session_id: &str) -> Result<(String, u64), ApiError> {
         let iat = unix_now();
         let exp = iat + self.ttl.as_secs().max(1);
         let claims = Claims {
             sub: user.id.to_string(),
+            sid: session_id.to_string(),
             roles: user.roles.iter().map(|r| r.name().to_string()).collect(),
             iss: ISSUER.into(),
             aud: ISSUER.into(),
@@ -76,13 +98,13 @@ impl Tokens {
         Ok((token, exp))
     }
 
-    /// The user id a valid token names.
-    pub fn verify(&self, token: &str) -> Result<u64, ApiError> {
+    /// The user and session a valid token names.
+    pub fn verify(&self, token: &str) -> Result<Verified, ApiError> {
         let now = unix_now();
         if let Some(hit) = self.verified.get(token) {
-            let (user_id, exp) = *hit;
+            let (verified, exp) = &*hit;
             if now < exp + self.validation.leeway {
-                return Ok(user_id);
+                return Ok(verified.clone());
             }
             drop(hit);
             self.verified.remove(token);
@@ -104,11 +126,21 @@ impl Tokens {
             .sub
             .parse()
             .map_err(|_| ApiError::Unauthenticated("the access token is invalid".into()))?;
+        if data.claims.sid.is_empty() {
+            return Err(ApiError::Unauthenticated(
+                "the access token names no session (issued by an older version); log in again".into(),
+            ));
+        }
+        let verified = Verified {
+            user_id,
+            session_id: data.claims.sid.into(),
+        };
         if self.verified.len() >= CACHE_LIMIT {
             self.verified.clear();
         }
-        self.verified.insert(token.into(), (user_id, data.claims.exp));
-        Ok(user_id)
+        self.verified
+            .insert(token.into(), (verified.clone(), data.claims.exp));
+        Ok(verified)
     }
 }
 
@@ -123,9 +155,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_other_keys_and_algorithms() {
         let t = Tokens::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
-        let (tok, _) = t.issue(&user(7)).unwrap();
-        assert_eq!(t.verify(&tok).unwrap(), 7);
-        assert_eq!(t.verify(&tok).unwrap(), 7, "cached path");
+        let (tok, _) = t.issue(&user(7), "s1").unwrap();
+        let want = Verified {
+            user_id: 7,
+            session_id: "s1".into(),
+        };
+        assert_eq!(t.verify(&tok).unwrap(), want);
+        assert_eq!(t.verify(&tok).unwrap(), want, "cached path");
         let other = Tokens::new(b"another-secret-another-secret-xx", Duration::from_secs(60));
         assert!(other.verify(&tok).is_err());
         // alg=none with the same claims must be refused.
@@ -139,6 +175,7 @@ mod tests {
         let t = Tokens::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
         let claims = Claims {
             sub: "1".into(),
+            sid: "s1".into(),
             roles: vec![],
             iss: ISSUER.into(),
             aud: ISSUER.into(),

@@ -55,6 +55,8 @@ pub struct Subscribed {
     pub earliest_seq: u64,
     /// Retention removed events the requested start would have included.
     pub truncated: bool,
+    /// The position asked for; below `resume_after` only when `truncated`.
+    pub requested_after: u64,
 }
 
 /// What a subscription holds (introspection for tests and debugging).

@@ -132,12 +132,14 @@ pub struct User {
 
 /// An authenticated caller, with the roles its user holds now (not the roles it held when
 /// the token was signed: revoking a role or deactivating a user takes effect at once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     /// The caller's user id.
     pub user_id: u64,
     /// The caller's current roles.
     pub roles: Roles,
+    /// The session the caller's access token belongs to.
+    pub session_id: std::sync::Arc<str>,
 }
 
 /// The spec's email rule: `local@domain`, checked syntactically (no DNS look-up).

@@ -16,11 +16,13 @@
 //! **A failed write leaves nothing behind**: see the `write` module.
 //!
 //! Submodules: `error` (classification), `write` (the write transaction guard),
-//! [`events`] (the activity log), [`plan`] (the pure planning of a batch commit), `users`.
+//! [`events`] (the activity log), [`plan`] (the pure planning of a batch commit), `users`, `sessions` (logins and
+//! their refresh tokens).
 
 mod error;
 pub mod events;
 pub mod plan;
+mod sessions;
 mod users;
 mod write;
 
@@ -40,6 +42,7 @@ use sqlx::{
 use tokio::sync::watch;
 
 pub use error::{StoreError, StoreResult};
+pub use sessions::{Revocation, Rotation};
 pub use users::{ListFilter, NewUser, PageStart, UserChanges, UserKey};
 pub(crate) use write::WriteConn;
 

@@ -103,6 +103,8 @@ pub struct UserChanges {
     pub avatar_url: Option<String>,
     /// New status (never `Deleted`; that is [`Store::soft_delete_user`]).
     pub status: Option<Status>,
+    /// New roles (replacing the old set).
+    pub roles: Option<Roles>,
     /// Entries to upsert; an empty value removes the key.
     pub preferences: BTreeMap<String, String>,
 }
@@ -128,6 +130,9 @@ impl UserChanges {
         }
         if let Some(s) = self.status {
             u.status = s;
+        }
+        if let Some(r) = self.roles {
+            u.roles = r;
         }
         for (k, v) in &self.preferences {
             if v.is_empty() {
@@ -266,7 +271,7 @@ impl Store {
         let sql = format!(
             "UPDATE users SET username = $1, username_norm = $2, first_name = $3, last_name = $4, \
              bio = $5, avatar_url = $6, status = $7, preferences = $8, updated_at = $9, \
-             version = version + 1 \
+             roles = $12, version = version + 1 \
              WHERE id = $10 AND version = $11 AND status <> {} RETURNING {USER_COLUMNS}",
             Status::Deleted as i32
         );
@@ -282,6 +287,7 @@ impl Store {
             .bind(now_micros())
             .bind(next.id as i64)
             .bind(expected_version)
+            .bind(i64::from(next.roles.0))
             .fetch_optional(p)
             .await.map_err(StoreError::from));
         let row = self.track(row)?;
@@ -299,6 +305,23 @@ impl Store {
         );
         let row: StoreResult<UserRow> = dispatch!(&self.writer, p => sqlx::query_as(&sql)
             .bind(now)
+            .bind(id as i64)
+            .fetch_one(p)
+            .await.map_err(StoreError::from));
+        let row = self.track(row)?;
+        Ok(row.into_user()?.0)
+    }
+
+    /// Replaces the password hash of the live user `id`; `NotFound` when there is none.
+    pub async fn set_password_hash(&self, id: u64, hash: &str) -> StoreResult<User> {
+        let sql = format!(
+            "UPDATE users SET password_hash = $1, updated_at = $2, version = version + 1 \
+             WHERE id = $3 AND status <> {} RETURNING {USER_COLUMNS}",
+            Status::Deleted as i32
+        );
+        let row: StoreResult<UserRow> = dispatch!(&self.writer, p => sqlx::query_as(&sql)
+            .bind(hash)
+            .bind(now_micros())
             .bind(id as i64)
             .fetch_one(p)
             .await.map_err(StoreError::from));

@@ -225,6 +225,23 @@ impl Users {
         }
     }
 
+    /// Sets the password of the live user `id` (validated, then hashed); NOT_FOUND when
+    /// there is none. Not announced to UserActivity watchers: nothing they see changed.
+    pub async fn set_password(&self, id: u64, password: String) -> Result<User, ApiError> {
+        model::validate_password(&password).map_err(|e| ApiError::invalid("new_password", e.reason))?;
+        let hash = self.hasher.hash(password).await?;
+        match self.store.set_password_hash(id, &hash).await {
+            Ok(u) => {
+                if let Some(cache) = &self.cache {
+                    cache.store(Arc::new(u.clone()));
+                }
+                Ok(u)
+            }
+            Err(StoreError::NotFound) => Err(ApiError::NotFound(format!("user {id} not found").into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Records a successful login.
     pub async fn record_login(&self, id: u64) -> Result<User, ApiError> {
         Ok(self.written(self.store.record_login(id).await?, ChangeKind::LoggedIn))

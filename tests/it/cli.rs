@@ -69,6 +69,12 @@ impl Cli {
         serde_json::from_str(&self.ok(&a).await).expect("--json prints JSON")
     }
 
+    /// Publishes a `note` with `payload` to user 1 (the admin); the JSON response.
+    async fn note_to_admin(&self, payload: &str) -> Value {
+        self.json(&["publish", "--to", "1", "--type", "note", "--payload", payload])
+            .await
+    }
+
     async fn login(&self) {
         let o = self
             .run_with_stdin(&["login", ADMIN_EMAIL], &format!("{ADMIN_PASSWORD}\n"))
@@ -78,10 +84,15 @@ impl Cli {
 }
 
 async fn setup() -> (TestDb, tokio::process::Child, Cli) {
+    setup_with(&[]).await
+}
+
+/// A server (the real binary, `flags` added) and a CLI with an empty config folder.
+async fn setup_with(flags: &[&str]) -> (TestDb, tokio::process::Child, Cli) {
     let db = TestDb::new(Backend::Sqlite).await;
     let port = crate::crash::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let (child, _) = spawn_server_on(port, &db, &[], Stdio::inherit()).await;
+    let (child, _) = spawn_server_on(port, &db, flags, Stdio::inherit()).await;
     let cli = Cli {
         server: format!("http://{listen}"),
         home: tempfile::tempdir().unwrap(),
@@ -169,17 +180,7 @@ async fn publish_subscribe_follow_and_events_list() {
         .spawn()
         .unwrap();
     for i in 1..=3 {
-        let r = cli
-            .json(&[
-                "publish",
-                "--to",
-                "1",
-                "--type",
-                "note",
-                "--payload",
-                &format!("hello-{i}"),
-            ])
-            .await;
+        let r = cli.note_to_admin(&format!("hello-{i}")).await;
         assert_eq!(r["deliveries"][0]["seq"], i);
     }
     let o = tokio::time::timeout(Duration::from_secs(30), follower.wait_with_output())
@@ -218,4 +219,97 @@ async fn publish_subscribe_follow_and_events_list() {
         3
     );
     assert_eq!(cli.run(&["subscribe", "--from", "yesterday"]).await.code, 2);
+}
+
+/// `subscribe` on a consumer whose events retention pruned: a warning on stderr naming
+/// the lost seqs, the remaining events on stdout, and exit code 7 (EXIT_CODES).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_says_when_events_were_pruned_and_exits_7() {
+    let flags = [
+        "--retention-max-events",
+        "2",
+        "--retention-max-age",
+        "1h",
+        "--retention-interval",
+        "50ms",
+    ];
+    let (_db, _server, cli) = setup_with(&flags).await;
+    cli.login().await;
+    for i in 1..=5 {
+        cli.note_to_admin(&format!("n{i}")).await;
+    }
+    // Retention runs every 50 ms; wait until it kept only the newest 2.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while cli.json(&["events", "list"]).await["events"]
+        .as_array()
+        .unwrap()
+        .len()
+        > 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "retention ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = cli.run(&["subscribe", "--consumer", "dev", "--count", "2"]).await;
+    assert_eq!(o.code, 7, "lost events are an error: {}", o.stderr);
+    assert!(
+        o.stderr.contains("3 event(s) (seq 1..=3) were pruned"),
+        "the warning names what was lost: {}",
+        o.stderr
+    );
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", o.stdout);
+    assert!(lines[0].starts_with("4  note") && lines[1].starts_with("5  note"));
+    // --json: the gap is a line of its own, so scripts see it too.
+    let o = cli
+        .run(&["subscribe", "--consumer", "ci", "--count", "1", "--json"])
+        .await;
+    assert_eq!(o.code, 7);
+    let first: Value = serde_json::from_str(o.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["pruned"]["count"], 3);
+    assert!(cli.ok(&["--help"]).await.contains("7 events were lost"));
+}
+
+/// The saved session: `whoami`, a refresh by itself once the access token expired (the
+/// rotated refresh token saved, so the next command works too), `password change`, and
+/// `logout`, after which the old access token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_whoami_refresh_password_and_logout() {
+    let (_db, _server, cli) = setup_with(&["--token-ttl", "1s"]).await;
+    cli.login().await;
+    let token_file = cli.home.path().join("activity-hub/token");
+    let saved = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(saved.lines().count(), 2, "access and refresh token saved");
+    assert_eq!(cli.json(&["whoami"]).await["username"], "admin");
+
+    // Past the access token's life and the server's leeway.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(cli.json(&["whoami"]).await["username"], "admin");
+    let rotated = std::fs::read_to_string(&token_file).unwrap();
+    assert_ne!(rotated, saved, "the refreshed session was saved");
+    assert_ne!(rotated.lines().nth(1), saved.lines().nth(1));
+    assert_eq!(cli.json(&["whoami"]).await["username"], "admin");
+
+    let o = cli
+        .run_with_stdin(&["password", "change"], &format!("{ADMIN_PASSWORD}\nshort\n"))
+        .await;
+    assert_eq!(o.code, 6, "too short: {}", o.stderr);
+    assert!(o.stderr.contains("new_password"), "{}", o.stderr);
+    let o = cli
+        .run_with_stdin(
+            &["password", "change"],
+            &format!("{ADMIN_PASSWORD}\nanother-password-1\n"),
+        )
+        .await;
+    assert_eq!(o.code, 0, "{}", o.stderr);
+
+    let access = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    cli.ok(&["logout"]).await;
+    assert!(!token_file.exists(), "logout forgets the session");
+    let o = cli.run(&["whoami", "--token", &access]).await;
+    assert_eq!(o.code, 4, "the ended session's token is refused: {}", o.stderr);
 }

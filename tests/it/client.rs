@@ -1,14 +1,17 @@
 //! The Rust client: subscriptions that survive a server crash with no gap, fail-over
-//! past a dead endpoint, round-robin balancing, and the circuit breaker.
+//! past a dead endpoint, round-robin balancing, the circuit breaker, sessions that
+//! refresh themselves, and pruned history reported as such.
 
 use std::{collections::BTreeSet, process::Stdio, time::Duration};
 
-use activity_hub_client::{proto::activity::v1::PublishRequest, Client, ClientConfig, SubscribeOptions};
+use activity_hub_client::{
+    proto::activity::v1::PublishRequest, Client, ClientConfig, Delivery, Pruned, SubscribeOptions,
+};
 use futures_util::StreamExt;
 
 use crate::{
     crash::{free_port, spawn_server_on},
-    helpers::{Backend, TestDb, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD},
+    helpers::{skip_without_pg, Backend, TestDb, TestServer, ADMIN_EMAIL, ADMIN_PASSWORD},
 };
 
 fn fast(endpoints: Vec<String>) -> ClientConfig {
@@ -21,17 +24,16 @@ fn fast(endpoints: Vec<String>) -> ClientConfig {
     c
 }
 
-/// Two servers with their own stores but one token secret and the same bootstrap admin
-/// (id 1), so one token works on both.
-async fn two_servers() -> ((TestDb, TestDb), TestServer, TestServer) {
-    let secret = "client-test-secret-client-test-secret";
-    let dbs = (
-        TestDb::new(Backend::Sqlite).await,
-        TestDb::new(Backend::Sqlite).await,
-    );
-    let a = TestServer::start(&dbs.0, &["--auth-secret", secret]).await;
-    let b = TestServer::start(&dbs.1, &["--auth-secret", secret]).await;
-    (dbs, a, b)
+/// Two servers of one deployment (one PostgreSQL database), so one session works on
+/// both; `None` (and a "skipped" line) without TEST_DATABASE_URL.
+async fn two_servers(test: &str) -> Option<(TestDb, TestServer, TestServer)> {
+    if skip_without_pg(&format!("client::{test}")) {
+        return None;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = TestServer::start(&db, &[]).await;
+    let b = TestServer::start(&db, &[]).await;
+    Some((db, a, b))
 }
 
 async fn as_admin(client: &Client) {
@@ -87,7 +89,9 @@ async fn a_subscription_survives_a_server_crash_with_no_gap() {
             .await
             .expect("events keep coming")
             .expect("the stream does not end")
-            .expect("no error reaches the application");
+            .expect("no error reaches the application")
+            .into_event()
+            .expect("nothing was pruned");
         got.push(ev.seq);
         if got.len() == N / 3 && restarted.is_none() {
             child.start_kill().unwrap();
@@ -109,7 +113,11 @@ async fn a_subscription_survives_a_server_crash_with_no_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_fail_over_past_a_dead_endpoint_and_balance_over_live_ones() {
-    let (_dbs, a, b) = two_servers().await;
+    let Some((_db, a, b)) =
+        two_servers("calls_fail_over_past_a_dead_endpoint_and_balance_over_live_ones").await
+    else {
+        return;
+    };
     let dead = format!("http://127.0.0.1:{}", free_port());
     let mut cfg = fast(vec![
         dead.clone(),
@@ -143,7 +151,9 @@ async fn calls_fail_over_past_a_dead_endpoint_and_balance_over_live_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_steer_calls_away_from_a_stopped_server() {
-    let (_dbs, a, b) = two_servers().await;
+    let Some((_db, a, b)) = two_servers("health_checks_steer_calls_away_from_a_stopped_server").await else {
+        return;
+    };
     let client = Client::connect(fast(vec![
         format!("http://{}", a.addr),
         format!("http://{}", b.addr),
@@ -169,4 +179,103 @@ async fn health_checks_steer_calls_away_from_a_stopped_server() {
     );
     assert!(st[1].answered >= 20);
     b.stop().await;
+}
+
+/// Access tokens that live 1 s (and the server's 5 s clock leeway): a session installed
+/// with `use_session` keeps calls and a subscription working long past that, across a
+/// server crash, because the client refreshes by itself; every rotation reaches the
+/// application's hook. Without the refresh, the reconnect after the crash is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outlives_its_access_token_across_a_reconnect() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let port = free_port();
+    let flags = ["--token-ttl", "1s"];
+    let (mut child, _) = spawn_server_on(port, &db, &flags, Stdio::inherit()).await;
+    let client = Client::connect(fast(vec![format!("http://127.0.0.1:{port}")]))
+        .await
+        .unwrap();
+    let session = client.login_session(ADMIN_EMAIL, ADMIN_PASSWORD).await.unwrap();
+    client.use_session(&session);
+    let rotations = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = rotations.clone();
+    client.on_session_refresh(move |r| {
+        assert!(!r.refresh_token.is_empty());
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let me = client.who_am_i().await.unwrap().id;
+    let mut sub = client.subscribe(SubscribeOptions {
+        auto_ack: true,
+        ..SubscribeOptions::consumer("long-lived")
+    });
+    client.publish(event(me, 0), true).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_event().unwrap().seq, 1);
+
+    // Well past the first token's life and leeway.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        rotations.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "refreshed before expiry, more than once"
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let (_restarted, _) = spawn_server_on(port, &db, &flags, Stdio::inherit()).await;
+    client
+        .publish(event(me, 1), true)
+        .await
+        .expect("calls go on with a fresh token");
+    let second = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("the subscription reconnected")
+        .expect("it did not end")
+        .expect("no error: the token was refreshed, not refused");
+    assert_eq!(second.into_event().unwrap().seq, 2);
+    assert_eq!(client.who_am_i().await.unwrap().id, me);
+}
+
+/// A consumer whose cursor retention overtook: the subscription yields a typed Pruned
+/// item naming the lost seqs, then the events that remain, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_history_is_reported_not_skipped() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let s = TestServer::start(&db, &["--retention-max-events", "3", "--retention-max-age", "1h"]).await;
+    let client = Client::connect(fast(vec![format!("http://{}", s.addr)]))
+        .await
+        .unwrap();
+    as_admin(&client).await;
+    let me = client.who_am_i().await.unwrap().id;
+    for i in 0..10 {
+        client.publish(event(me, i), true).await.unwrap();
+    }
+    s.hub.prune_at(activity_hub::store::now_micros()).await.unwrap();
+    let mut sub = client.subscribe(SubscribeOptions::consumer("late-device"));
+    let mut items = Vec::new();
+    while items.len() < 4 {
+        let item = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("items keep coming")
+            .unwrap()
+            .unwrap();
+        items.push(item);
+    }
+    assert_eq!(
+        items[0],
+        Delivery::Pruned(Pruned {
+            first_seq: 1,
+            last_seq: 7
+        })
+    );
+    if let Delivery::Pruned(gap) = &items[0] {
+        assert_eq!(gap.count(), 7);
+    }
+    let seqs: Vec<u64> = items[1..]
+        .iter()
+        .map(|i| i.clone().into_event().expect("events after the gap").seq)
+        .collect();
+    assert_eq!(seqs, vec![8, 9, 10]);
+    s.stop().await;
 }

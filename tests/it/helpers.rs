@@ -30,6 +30,20 @@ pub fn pg_url() -> Option<String> {
     std::env::var("TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())
 }
 
+/// True (after saying so on stderr) when a PostgreSQL-only test must be skipped.
+pub fn skip_without_pg(test: &str) -> bool {
+    if pg_url().is_some() {
+        return false;
+    }
+    // Written to the handle, not with eprintln!, so libtest's capture does not hide it.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {test} (TEST_DATABASE_URL is not set)"
+    );
+    true
+}
+
 /// Declares `<test>::sqlite` and `<test>::postgres` for `async fn <test>(Backend)`.
 /// Without TEST_DATABASE_URL the PostgreSQL variant says it was skipped.
 #[macro_export]

@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod observability;
 mod server;
+mod sessions;
 mod shared_db;
 mod tls;
 mod users;

@@ -11,16 +11,11 @@ use activity_hub::proto::user::v1::{
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::helpers::{authed, eventually, pg_url, Backend, TestDb, TestServer};
+use crate::helpers::{authed, eventually, skip_without_pg, Backend, TestDb, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_changes_reach_watchers_on_other_servers() {
-    if pg_url().is_none() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: user_changes_reach_watchers_on_other_servers (TEST_DATABASE_URL is not set)"
-        );
+    if skip_without_pg("user_changes_reach_watchers_on_other_servers") {
         return;
     }
     let db = TestDb::new(Backend::Postgres).await;

@@ -174,6 +174,7 @@ impl ActivityService for Bare {
                     head_seq: head,
                     earliest_seq: 1,
                     truncated: false,
+                    requested_after: after,
                 })),
             }));
             for e in &log.events[after as usize..] {

@@ -8,7 +8,7 @@
 //! ```
 //! The password is read from `HUB_PASSWORD`.
 
-use activity_hub_client::{Client, ClientConfig, SubscribeOptions};
+use activity_hub_client::{Client, ClientConfig, Delivery, SubscribeOptions};
 use futures_util::StreamExt;
 
 #[tokio::main]
@@ -21,11 +21,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Several URLs may be given: calls are balanced and fail over between them.
     let client = Client::connect(ClientConfig::new(server.split(','))).await?;
-    client.set_token(Some(client.login(&login, &password).await?));
+    // A session: the client refreshes its access token by itself, so this can run for
+    // longer than the token's TTL.
+    client.use_session(&client.login_session(&login, &password).await?);
 
     let mut events = client.subscribe(SubscribeOptions::consumer("follow-example"));
-    while let Some(event) = events.next().await {
-        let event = event?;
+    while let Some(item) = events.next().await {
+        let event = match item? {
+            Delivery::Event(event) => event,
+            Delivery::Pruned(gap) => {
+                eprintln!(
+                    "warning: {} events were pruned before this consumer read them",
+                    gap.count()
+                );
+                continue;
+            }
+        };
         println!(
             "{:>6} {:<20} {}",
             event.seq,

@@ -1,17 +1,33 @@
-//! The typed calls of [`Client`]: Login, the user CRUD, Publish, ListEvents and the
-//! health check, each marked idempotent (retried on transient failures) or not.
+//! The typed calls of [`Client`]: Login and the session calls, the user CRUD, Publish,
+//! ListEvents and the health check, each marked idempotent (retried on transient
+//! failures) or not.
 
 use activity_hub_proto::{
     activity::v1::{self as apb, activity_service_client::ActivityServiceClient},
-    auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
+    auth::v1::{
+        auth_service_client::AuthServiceClient, login_request::Identifier, ChangePasswordRequest,
+        LoginRequest, LoginResponse, LogoutRequest, SetPasswordRequest,
+    },
     user::v1::{self as upb, get_user_request, user_service_client::UserServiceClient},
 };
 
 use crate::{Client, ClientError};
 
 impl Client {
-    /// Logs in by email (or username, when `identifier` has no `@`); returns the token.
+    /// Logs in by email (or username, when `identifier` has no `@`); returns the access
+    /// token only. Prefer [`Client::login_session`], whose session outlives the token.
     pub async fn login(&self, identifier: &str, password: &str) -> Result<String, ClientError> {
+        Ok(self.login_session(identifier, password).await?.access_token)
+    }
+
+    /// Logs in by email (or username, when `identifier` has no `@`): a new session, its
+    /// access and refresh tokens. Pass it to [`Client::use_session`] to make this client
+    /// use it and keep it fresh.
+    pub async fn login_session(
+        &self,
+        identifier: &str,
+        password: &str,
+    ) -> Result<LoginResponse, ClientError> {
         let id = if identifier.contains('@') {
             Identifier::Email(identifier.into())
         } else {
@@ -22,12 +38,71 @@ impl Client {
             password: password.into(),
         };
         // Login is safe to retry: it has no effect but a last-login time.
-        let r = self
-            .unary(true, msg, |ch, r| async move {
-                AuthServiceClient::new(ch).login(r).await
-            })
-            .await?;
-        Ok(r.access_token)
+        self.unary(true, msg, |ch, r| async move {
+            AuthServiceClient::new(ch).login(r).await
+        })
+        .await
+    }
+
+    /// Ends a session on the server: the one `refresh_token` belongs to, or with `None`
+    /// the session of the current access token (then the client forgets its session).
+    pub async fn logout(&self, refresh_token: Option<&str>) -> Result<(), ClientError> {
+        let msg = LogoutRequest {
+            refresh_token: refresh_token.unwrap_or_default().into(),
+        };
+        // Idempotent: ending an ended session changes nothing.
+        self.unary(true, msg, |ch, r| async move {
+            AuthServiceClient::new(ch).logout(r).await
+        })
+        .await?;
+        if refresh_token.is_none() {
+            self.forget_session();
+        }
+        Ok(())
+    }
+
+    /// The calling user as stored now.
+    pub async fn who_am_i(&self) -> Result<upb::User, ClientError> {
+        self.unary(true, (), |ch, r| async move {
+            AuthServiceClient::new(ch).who_am_i(r).await
+        })
+        .await
+    }
+
+    /// Changes the caller's password; the server ends the caller's other sessions.
+    pub async fn change_password(&self, old_password: &str, new_password: &str) -> Result<(), ClientError> {
+        let msg = ChangePasswordRequest {
+            old_password: old_password.into(),
+            new_password: new_password.into(),
+        };
+        self.unary(false, msg, |ch, r| async move {
+            AuthServiceClient::new(ch).change_password(r).await
+        })
+        .await
+    }
+
+    /// Sets a user's password (admins); the server ends every session of that user.
+    pub async fn set_password(&self, user_id: u64, new_password: &str) -> Result<(), ClientError> {
+        let msg = SetPasswordRequest {
+            user_id,
+            new_password: new_password.into(),
+        };
+        self.unary(false, msg, |ch, r| async move {
+            AuthServiceClient::new(ch).set_password(r).await
+        })
+        .await
+    }
+
+    /// Replaces a user's roles (admins).
+    pub async fn set_roles(&self, user_id: u64, roles: &[upb::UserRole]) -> Result<upb::User, ClientError> {
+        self.update_user(upb::UpdateUserRequest {
+            user_id,
+            roles: Some(upb::RoleSet {
+                roles: roles.iter().map(|r| *r as i32).collect(),
+            }),
+            ..Default::default()
+        })
+        .await
     }
 
     /// GetUser by id (retried on transient failures).

@@ -30,7 +30,8 @@ pub(crate) struct Inner {
     pub(crate) nodes: Vec<Node>,
     next: AtomicUsize,
     token: RwLock<Option<String>>,
-    stop: CancellationToken,
+    pub(crate) session: crate::session::SessionSlot,
+    pub(crate) stop: CancellationToken,
 }
 
 impl Drop for Inner {
@@ -75,10 +76,12 @@ impl Client {
                 nodes,
                 next: AtomicUsize::new(0),
                 token,
+                session: Default::default(),
                 stop: CancellationToken::new(),
             }),
         };
         client.spawn_health_checks();
+        client.spawn_refresher();
         Ok(client)
     }
 
@@ -157,7 +160,9 @@ impl Client {
 
     /// Sends `msg` through `call` to an endpoint with the configured deadline; an
     /// idempotent call that fails transiently is retried on the next endpoint after a
-    /// backoff, up to `max_attempts`.
+    /// backoff, up to `max_attempts`. With a session installed, a call refused
+    /// UNAUTHENTICATED refreshes the session once and is sent again (it was refused, so
+    /// it had no effect).
     pub(crate) async fn unary<M, T, F, Fut>(
         &self,
         idempotent: bool,
@@ -175,8 +180,10 @@ impl Client {
             1
         };
         let mut attempt = 0;
+        let mut refreshed = false;
         loop {
             let node = &self.inner.nodes[self.pick()];
+            let generation = self.inner.session.generation();
             let mut req = self.request(msg.clone());
             req.set_timeout(self.inner.cfg.deadline);
             let res = call(node.channel.clone(), req).await;
@@ -185,6 +192,16 @@ impl Client {
             attempt += 1;
             match res {
                 Ok(r) => return Ok(r.into_inner()),
+                Err(s)
+                    if s.code() == tonic::Code::Unauthenticated
+                        && !refreshed
+                        && self.inner.session.active() =>
+                {
+                    refreshed = true;
+                    if self.refresh_after(Some(generation)).await.is_err() {
+                        return Err(s.into());
+                    }
+                }
                 Err(_) if failed && attempt < attempts => {
                     tokio::time::sleep(backoff(&self.inner.cfg, attempt)).await;
                 }

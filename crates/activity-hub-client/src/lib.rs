@@ -5,17 +5,23 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use activity_hub_client::{Client, ClientConfig, SubscribeOptions};
+//! use activity_hub_client::{Client, ClientConfig, Delivery, SubscribeOptions};
 //! use futures_util::StreamExt;
 //!
 //! let client = Client::connect(ClientConfig::new(["http://127.0.0.1:50051"])).await?;
-//! let token = client.login("admin@example.com", "admin-password").await?;
-//! client.set_token(Some(token));
+//! // A session: the client refreshes its access token by itself from now on.
+//! let session = client.login_session("admin@example.com", "admin-password").await?;
+//! client.use_session(&session);
 //! let mut events = client.subscribe(SubscribeOptions::consumer("phone"));
-//! while let Some(event) = events.next().await {
-//!     let event = event?;
-//!     println!("{} {}", event.seq, event.r#type);
-//!     events.ack(event.seq);
+//! while let Some(item) = events.next().await {
+//!     match item? {
+//!         Delivery::Event(event) => {
+//!             println!("{} {}", event.seq, event.r#type);
+//!             events.ack(event.seq);
+//!         }
+//!         // Never silent: retention removed events before this consumer read them.
+//!         Delivery::Pruned(gap) => eprintln!("{} events were pruned unread", gap.count()),
+//!     }
 //! }
 //! # Ok(()) }
 //! ```
@@ -23,7 +29,8 @@
 //! Modules: [`ClientConfig`] and [`ClientError`] (`config`); endpoints, breakers and
 //! which failures are transient (`endpoint`); [`Client`] itself, balancing and retries
 //! (`client`); its typed calls (`calls`); [`Subscription`] and the Subscribe handshake
-//! [`OpenStream`] (`subscription`); the token `activity-hub login` saves ([`token`]);
+//! [`OpenStream`] (`subscription`); sessions that refresh themselves (`session`); the
+//! tokens `activity-hub login` saves ([`token`]);
 //! and, with the `cli` feature, the command-line commands ([`cli`]).
 //!
 //! The generated messages and stubs are re-exported as [`proto`], so an application
@@ -35,6 +42,7 @@ mod calls;
 mod client;
 mod config;
 mod endpoint;
+mod session;
 mod subscription;
 pub mod token;
 
@@ -45,4 +53,4 @@ pub use activity_hub_proto as proto;
 pub use client::Client;
 pub use config::{ClientConfig, ClientError};
 pub use endpoint::{BreakerState, EndpointStatus};
-pub use subscription::{OpenStream, SubscribeOptions, Subscription};
+pub use subscription::{Delivery, OpenStream, Pruned, SubscribeOptions, Subscription};

@@ -144,14 +144,62 @@ impl SubscribeOptions {
     }
 }
 
+/// What a [`Subscription`] yields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Delivery {
+    /// The next event.
+    Event(apb::Event),
+    /// Retention removed events before this subscription could read them: the next
+    /// event comes after [`Pruned::last_seq`]. Never silent; how to react (warn, resync
+    /// from elsewhere) is the application's call.
+    Pruned(Pruned),
+}
+
+impl Delivery {
+    /// The event, if this is one.
+    pub fn into_event(self) -> Option<apb::Event> {
+        match self {
+            Delivery::Event(e) => Some(e),
+            Delivery::Pruned(_) => None,
+        }
+    }
+}
+
+/// Seqs `first_seq..=last_seq` of the recipient's log were pruned unread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pruned {
+    /// The first seq lost.
+    pub first_seq: u64,
+    /// The last seq lost.
+    pub last_seq: u64,
+}
+
+impl Pruned {
+    /// How many seqs were lost (with a type filter, some may not have matched it).
+    pub fn count(&self) -> u64 {
+        self.last_seq + 1 - self.first_seq
+    }
+
+    /// What the server's `Subscribed` says was lost, if anything.
+    pub fn of(subscribed: &apb::Subscribed) -> Option<Pruned> {
+        (subscribed.truncated && subscribed.resume_after > subscribed.requested_after).then(|| Pruned {
+            first_seq: subscribed.requested_after + 1,
+            last_seq: subscribed.resume_after,
+        })
+    }
+}
+
 /// A stream of events that survives disconnects: when the connection or the server
 /// goes away, it reconnects (with backoff, to any endpoint) and resumes right after the
 /// last event it yielded, so the application sees every event once, in order, with no
-/// gap. Acks are cumulative: [`Subscription::ack`] the last event processed (or set
-/// [`SubscribeOptions::auto_ack`]). It ends with an error only for failures a reconnect
-/// cannot fix (bad request, permission, another stream took over the consumer).
+/// gap - or, where retention removed events first, a [`Delivery::Pruned`] saying which.
+/// Acks are cumulative: [`Subscription::ack`] the last event processed (or set
+/// [`SubscribeOptions::auto_ack`]). With a session installed
+/// ([`Client::use_session`]) a reconnect refused for an expired token refreshes the
+/// session and goes on. It ends with an error only for failures a reconnect cannot fix
+/// (bad request, permission, an ended session, another stream took over the consumer).
 pub struct Subscription {
-    rx: mpsc::Receiver<Result<apb::Event, Status>>,
+    rx: mpsc::Receiver<Result<Delivery, Status>>,
     acks: watch::Sender<u64>,
     auto_ack: bool,
     _stop: tokio_util::sync::DropGuard,
@@ -172,11 +220,11 @@ impl Subscription {
 }
 
 impl Stream for Subscription {
-    type Item = Result<apb::Event, Status>;
+    type Item = Result<Delivery, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = self.rx.poll_recv(cx);
-        if let Poll::Ready(Some(Ok(ev))) = &item {
+        if let Poll::Ready(Some(Ok(Delivery::Event(ev)))) = &item {
             if self.auto_ack {
                 self.ack(ev.seq);
             }
@@ -212,7 +260,7 @@ enum Ended {
 async fn run_subscription(
     client: Client,
     opts: SubscribeOptions,
-    tx: mpsc::Sender<Result<apb::Event, Status>>,
+    tx: mpsc::Sender<Result<Delivery, Status>>,
     mut acks: watch::Receiver<u64>,
     stop: CancellationToken,
 ) {
@@ -233,6 +281,7 @@ async fn run_subscription(
             ack_mode: apb::AckMode::Explicit as i32,
         };
         let node = &client.inner.nodes[client.pick()];
+        let generation = client.inner.session.generation();
         // A stream has no deadline: only the token goes along.
         let (metadata, _, ()) = client.request(()).into_parts();
         let opened = tokio::select! {
@@ -250,7 +299,11 @@ async fn run_subscription(
                 }
             }
         };
-        if !reconnectable(&failure) {
+        // An expired token: refresh the session (once per token) and reconnect.
+        let refreshed = failure.code() == Code::Unauthenticated
+            && client.inner.session.active()
+            && client.refresh_after(Some(generation)).await.is_ok();
+        if !refreshed && !reconnectable(&failure) {
             let _ = tx.send(Err(failure)).await;
             return;
         }
@@ -271,12 +324,17 @@ async fn run_subscription(
 async fn follow(
     mut stream: OpenStream,
     last: &mut Option<u64>,
-    tx: &mpsc::Sender<Result<apb::Event, Status>>,
+    tx: &mpsc::Sender<Result<Delivery, Status>>,
     acks: &mut watch::Receiver<u64>,
     stop: &CancellationToken,
 ) -> Ended {
     let resume_after = stream.subscribed.resume_after;
-    if last.is_none() {
+    if let Some(gap) = Pruned::of(&stream.subscribed) {
+        if tx.send(Ok(Delivery::Pruned(gap))).await.is_err() {
+            return Ended::Stopped;
+        }
+    }
+    if last.is_none_or(|l| l < resume_after) {
         *last = Some(resume_after);
     }
     // Acks given while disconnected are sent on this stream.
@@ -305,7 +363,7 @@ async fn follow(
                         continue;
                     }
                     *last = Some(ev.seq);
-                    if tx.send(Ok(ev)).await.is_err() {
+                    if tx.send(Ok(Delivery::Event(ev))).await.is_err() {
                         return Ended::Stopped;
                     }
                 }

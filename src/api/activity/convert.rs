@@ -52,6 +52,7 @@ impl From<Subscribed> for pb::Subscribed {
             head_seq: s.head_seq,
             earliest_seq: s.earliest_seq,
             truncated: s.truncated,
+            requested_after: s.requested_after,
         }
     }
 }

@@ -52,13 +52,13 @@ impl ActivityApi {
     }
 
     /// The recipient a read names (0 = the caller), after authorization; it must exist.
-    async fn recipient(&self, caller: Option<Principal>, user_id: u64) -> Result<u64, ApiError> {
+    async fn recipient(&self, caller: Option<&Principal>, user_id: u64) -> Result<u64, ApiError> {
         let recipient = if user_id == 0 {
             caller.map_or(0, |p| p.user_id)
         } else {
             user_id
         };
-        authorize(caller.as_ref(), Call::ReadEvents { recipient }, false)?;
+        authorize(caller, Call::ReadEvents { recipient }, false)?;
         if self.users.get(recipient).await?.is_none() {
             return Err(ApiError::NotFound(format!("user {recipient} not found").into()));
         }
@@ -183,7 +183,7 @@ impl ActivityService for ActivityApi {
         let mut inbound = req.into_inner();
         let start = first_start(inbound.next().await)?;
         let params = convert::start(start, principal.user_id, self.hub.config().default_window)?;
-        self.recipient(caller, params.user_id).await?;
+        self.recipient(Some(&principal), params.user_id).await?;
         let opened = self
             .hub
             .subscribe(params, |out| Ok(pb::SubscribeResponse::from(out)))
@@ -205,7 +205,7 @@ impl ActivityService for ActivityApi {
         let caller = self.auth.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         let (limit, types) = convert::list_query(&r)?;
-        let recipient = self.recipient(caller, r.user_id).await?;
+        let recipient = self.recipient(caller.as_ref(), r.user_id).await?;
         let (events, head_seq, has_more) = self
             .hub
             .list_events(recipient, r.after_seq, &types, limit)
@@ -221,7 +221,7 @@ impl ActivityService for ActivityApi {
         let caller = self.auth.authenticate(req.metadata()).await?;
         let r = req.into_inner();
         convert::validate_consumer_id("consumer_id", &r.consumer_id)?;
-        let recipient = self.recipient(caller, r.user_id).await?;
+        let recipient = self.recipient(caller.as_ref(), r.user_id).await?;
         let (acked_seq, head_seq) = self.hub.cursor(recipient, &r.consumer_id).await?;
         Ok(Response::new(pb::Cursor {
             user_id: recipient,

@@ -89,6 +89,17 @@ pub fn roles(wire: &[i32]) -> Result<Roles, ApiError> {
     Ok(set)
 }
 
+/// The roles an UpdateUser sets: like [`roles`], and not empty.
+pub fn role_set(wire: &[i32]) -> Result<Roles, ApiError> {
+    if wire.is_empty() {
+        return Err(ApiError::invalid(
+            "roles",
+            "must hold at least one role (USER_ROLE_USER for a plain user)",
+        ));
+    }
+    roles(wire)
+}
+
 /// A wire status where UNSPECIFIED means "no filter".
 pub fn status_filter(n: i32) -> Result<Option<Status>, ApiError> {
     match n {

@@ -21,9 +21,9 @@ use crate::{
     error::ApiError,
     hub::Hub,
     lifecycle::{end_on_shutdown, ResponseStream},
-    model::{Principal, WatchChange},
+    model::{Principal, Role, Status as UserStatus, WatchChange},
     proto::user::v1::{self as pb, user_activity_request::Action, user_service_server::UserService},
-    store::{ListFilter, PageStart, UserChanges, UserKey},
+    store::{ListFilter, PageStart, Revocation, UserChanges, UserKey},
     users::{CreateUser, Users},
 };
 
@@ -139,6 +139,7 @@ pub fn update_call(r: &pb::UpdateUserRequest) -> Result<Call, ApiError> {
     Ok(Call::UpdateUser {
         target: r.user_id,
         sets_status: r.status.is_some(),
+        sets_roles: r.roles.is_some(),
     })
 }
 
@@ -152,6 +153,7 @@ pub fn update_changes(r: pb::UpdateUserRequest) -> Result<UserChanges, ApiError>
         bio: r.bio,
         avatar_url: r.avatar_url,
         status: r.status.map(convert::status_value).transpose()?,
+        roles: r.roles.map(|set| convert::role_set(&set.roles)).transpose()?,
         preferences: r.preferences.into_iter().collect(),
     })
 }
@@ -194,7 +196,21 @@ impl UserService for UserApi {
         self.allow(&caller, update_call(&r)?)?;
         let user_id = r.user_id;
         let changes = update_changes(r)?;
+        if let (Some(roles), Some(me)) = (changes.roles, &caller) {
+            if me.user_id == user_id && me.roles.has(Role::Admin) && !roles.has(Role::Admin) {
+                return Err(ApiError::FailedPrecondition(
+                    "roles: an admin cannot remove their own admin role (ask another admin)".into(),
+                )
+                .into());
+            }
+        }
         let user = self.users.update(user_id, &changes).await?;
+        if user.status != UserStatus::Active {
+            self.auth
+                .sessions()
+                .revoke_user(user_id, None, Revocation::UserDisabled)
+                .await?;
+        }
         Ok(Response::new(pb::User::from(&user)))
     }
 
@@ -212,6 +228,10 @@ impl UserService for UserApi {
         self.allow(&caller, Call::DeleteUser { target })?;
         let id = target.ok_or_else(|| ApiError::NotFound("user not found".into()))?;
         self.users.delete(id).await?;
+        self.auth
+            .sessions()
+            .revoke_user(id, None, Revocation::UserDisabled)
+            .await?;
         Ok(Response::new(()))
     }
 

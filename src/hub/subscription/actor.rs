@@ -212,6 +212,7 @@ async fn resolve_start(hub: &Hub, p: &SubscribeParams) -> Result<(u64, u64, Out)
         head_seq: head,
         earliest_seq: earliest,
         truncated,
+        requested_after: requested,
     }));
     Ok((resume, head, subscribed))
 }

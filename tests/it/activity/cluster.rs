@@ -11,12 +11,7 @@ use crate::helpers::Backend;
 /// other live, and a consumer reconnecting to the other server replaces its old stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_sharing_postgres_deliver_and_replace_across() {
-    if crate::helpers::pg_url().is_none() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: servers_sharing_postgres_deliver_and_replace_across (TEST_DATABASE_URL is not set)"
-        );
+    if crate::helpers::skip_without_pg("servers_sharing_postgres_deliver_and_replace_across") {
         return;
     }
     let a = Server::start(Backend::Postgres).await;

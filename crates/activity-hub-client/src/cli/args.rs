@@ -117,6 +117,14 @@ pub enum UserCmd {
         /// User id.
         id: u64,
     },
+    /// Replace a user's roles (admins); effective on their next call.
+    SetRoles {
+        /// Id, email or username.
+        who: String,
+        /// Roles (repeat; at least one): user, admin, moderator, publisher.
+        #[arg(long = "role", value_enum, required = true)]
+        roles: Vec<RoleArg>,
+    },
 }
 
 /// A role on the command line.
@@ -236,4 +244,51 @@ pub enum Cmd {
     Events(EventsArgs),
     /// Check that the servers report SERVING.
     Health(HealthArgs),
+    /// Show the logged-in user (as stored now: current roles and status).
+    Whoami(HealthArgs),
+    /// End the saved session on the server and forget it here.
+    Logout(LogoutArgs),
+    /// Change your password, or set another user's (admins).
+    Password(PasswordArgs),
+}
+
+/// `activity-hub logout`.
+#[derive(Clone, Debug, Args)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// `activity-hub password ...`.
+#[derive(Clone, Debug, Args)]
+pub struct PasswordArgs {
+    #[command(subcommand)]
+    #[allow(missing_docs)]
+    pub cmd: PasswordCmd,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// Password subcommands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum PasswordCmd {
+    /// Change your own password; your other sessions end.
+    Change {
+        /// Current password (default: HUB_PASSWORD, else read from standard input).
+        #[arg(long, env = "HUB_PASSWORD", hide_env_values = true)]
+        old_password: Option<String>,
+        /// New password, at least 8 characters (default: HUB_NEW_PASSWORD, else read).
+        #[arg(long, env = "HUB_NEW_PASSWORD", hide_env_values = true)]
+        new_password: Option<String>,
+    },
+    /// Set a user's password (admins); every session of theirs ends.
+    Set {
+        /// Id, email or username.
+        who: String,
+        /// New password, at least 8 characters (default: HUB_NEW_PASSWORD, else read).
+        #[arg(long, env = "HUB_NEW_PASSWORD", hide_env_values = true)]
+        new_password: Option<String>,
+    },
 }

@@ -6,8 +6,11 @@ use activity_hub_proto::activity::v1 as apb;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::{connect, fail, output::*, EventsArgs, EventsCmd, Failure, PublishArgs, SubscribeArgs};
-use crate::{ClientError, SubscribeOptions};
+use super::{
+    connect, fail, output::*, EventsArgs, EventsCmd, Failure, PublishArgs, SubscribeArgs, EXIT_INTERRUPTED,
+    EXIT_PRUNED,
+};
+use crate::{ClientError, Delivery, SubscribeOptions};
 
 pub(super) async fn publish(a: PublishArgs) -> Result<(), Failure> {
     let client = connect(&a.conn, true).await?;
@@ -115,15 +118,36 @@ pub(super) async fn subscribe(a: SubscribeArgs) -> Result<(), Failure> {
         auto_ack: true,
     });
     let mut seen = 0u64;
+    let mut pruned = 0u64;
+    let mut interrupted = false;
     let mut out = std::io::stdout();
     while a.count.is_none_or(|c| seen < c) {
         let next = tokio::select! {
             e = events.next() => e,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::signal::ctrl_c() => {
+                interrupted = true;
+                break;
+            }
         };
         let ev = match next {
             None => break,
-            Some(Ok(ev)) => ev,
+            Some(Ok(Delivery::Event(ev))) => ev,
+            Some(Ok(Delivery::Pruned(gap))) => {
+                pruned += gap.count();
+                eprintln!(
+                    "warning: {} event(s) (seq {}..={}) were pruned by retention before this subscription could read them; they are lost",
+                    gap.count(),
+                    gap.first_seq,
+                    gap.last_seq
+                );
+                if a.conn.json {
+                    let line = json!({"pruned": {"first_seq": gap.first_seq, "last_seq": gap.last_seq, "count": gap.count()}});
+                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                        break;
+                    }
+                }
+                continue;
+            }
             Some(Err(s)) => return Err(ClientError::Status(s).into()),
         };
         seen += 1;
@@ -139,5 +163,14 @@ pub(super) async fn subscribe(a: SubscribeArgs) -> Result<(), Failure> {
     }
     // Give the cumulative ack of the last event a moment to reach the server.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    if pruned > 0 {
+        return Err(fail(
+            EXIT_PRUNED,
+            format!("{pruned} event(s) were pruned before they could be read (see the warning above)"),
+        ));
+    }
+    if interrupted {
+        return Err(fail(EXIT_INTERRUPTED, "interrupted"));
+    }
     Ok(())
 }

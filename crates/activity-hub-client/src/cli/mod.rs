@@ -29,12 +29,18 @@ use tonic::Code;
 pub use args::*;
 use output::table;
 
-use crate::{token, Client, ClientConfig, ClientError};
+use crate::{proto::auth::v1::LoginResponse, token, Client, ClientConfig, ClientError};
 
 /// Exit codes, also listed in `activity-hub --help`.
 pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 other failure; 2 bad command line; 3 not found; \
 4 not logged in or not allowed; 5 server unreachable or unavailable; 6 request refused \
-(invalid, already exists, rate limited).";
+(invalid, already exists, rate limited); 7 events were lost: retention pruned them before \
+`subscribe` could read them (a warning names them); 130 interrupted (Ctrl-C).";
+
+/// `subscribe` met events pruned before it could read them.
+pub const EXIT_PRUNED: u8 = 7;
+/// Interrupted by Ctrl-C.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// A failure with its exit code and what to do about it.
 struct Failure {
@@ -101,13 +107,39 @@ async fn connect(conn: &Conn, with_token: bool) -> Result<Client, Failure> {
                 .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
         );
     }
+    let saved = match (&conn.token, with_token) {
+        (None, true) => token::saved_session(),
+        _ => None,
+    };
     if with_token {
-        cfg.token = match &conn.token {
-            Some(t) => Some(t.clone()),
-            None => token::saved(),
-        };
+        cfg.token = conn.token.clone();
     }
-    Ok(Client::connect(cfg).await?)
+    let client = Client::connect(cfg).await?;
+    // The saved session: refreshed when the server refuses its access token, and the
+    // rotated refresh token saved at once (the old one is spent).
+    if let Some((access, refresh)) = saved {
+        match refresh {
+            Some(refresh) => {
+                client.use_session(&LoginResponse {
+                    access_token: access,
+                    refresh_token: refresh,
+                    ..Default::default()
+                });
+                if let Some(path) = token::path() {
+                    client.on_session_refresh(move |r| {
+                        if let Err(e) = token::save_session(&path, &r.access_token, Some(&r.refresh_token)) {
+                            eprintln!(
+                                "warning: could not save the refreshed session to {}: {e}",
+                                path.display()
+                            );
+                        }
+                    });
+                }
+            }
+            None => client.set_token(Some(access)),
+        }
+    }
+    Ok(client)
 }
 
 fn read_secret(given: Option<String>, what: &str) -> Result<String, Failure> {
@@ -141,18 +173,75 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
         Cmd::Subscribe(a) => events::subscribe(a).await,
         Cmd::Events(a) => events::list(a).await,
         Cmd::Health(a) => health(a).await,
+        Cmd::Whoami(a) => {
+            let client = connect(&a.conn, true).await?;
+            let u = client.who_am_i().await?;
+            if a.conn.json {
+                out!("{}", output::user_json(&u));
+            } else {
+                table(output::USER_HEAD, vec![output::user_row(&u)]);
+            }
+            Ok(())
+        }
+        Cmd::Logout(a) => logout(a).await,
+        Cmd::Password(a) => password(a).await,
     }
+}
+
+async fn logout(a: LogoutArgs) -> Result<(), Failure> {
+    let client = connect(&a.conn, true).await?;
+    client.logout(None).await?;
+    if a.conn.token.is_none() {
+        if let Some(path) = token::path() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail(1, format!("removing {}: {e}", path.display()))),
+            }
+        }
+    }
+    if a.conn.json {
+        out!("{}", json!({"logged_out": true}));
+    } else {
+        out!("logged out; the session has ended on the server");
+    }
+    Ok(())
+}
+
+async fn password(a: PasswordArgs) -> Result<(), Failure> {
+    let client = connect(&a.conn, true).await?;
+    match a.cmd {
+        PasswordCmd::Change {
+            old_password,
+            new_password,
+        } => {
+            let old = read_secret(old_password, "current password")?;
+            let new = read_secret(new_password, "new password")?;
+            client.change_password(&old, &new).await?;
+            out!("password changed; your other sessions have ended");
+        }
+        PasswordCmd::Set { who, new_password } => {
+            let id = users::resolve(&client, &who).await?;
+            let new = read_secret(new_password, "new password")?;
+            client.set_password(id, &new).await?;
+            out!("password of user {id} set; their sessions have ended");
+        }
+    }
+    Ok(())
 }
 
 async fn login(a: LoginArgs) -> Result<(), Failure> {
     let client = connect(&a.conn, false).await?;
     let password = read_secret(a.password, "password")?;
-    let token = client.login(&a.identifier, &password).await?;
+    let session = client.login_session(&a.identifier, &password).await?;
     let path = token::path().ok_or_else(|| fail(1, "no HOME or XDG_CONFIG_HOME to save the token in"))?;
-    token::save(&path, &token)
+    token::save_session(&path, &session.access_token, Some(&session.refresh_token))
         .map_err(|e| fail(1, format!("saving the token to {}: {e}", path.display())))?;
     if a.conn.json {
-        out!("{}", json!({"token_file": path, "access_token": token}));
+        out!(
+            "{}",
+            json!({"token_file": path, "access_token": session.access_token})
+        );
     } else {
         out!("logged in; token saved to {}", path.display());
     }

@@ -1,10 +1,36 @@
-//! `user get|create|update|delete|list`.
+//! `user get|create|update|delete|list|set-roles`.
 
 use activity_hub_proto::user::v1::{self as upb, get_user_request::Identifier};
 use serde_json::{json, Value};
 
 use super::{output::*, read_secret, Failure, RoleArg, UserCmd};
 use crate::Client;
+
+fn wire_role(r: RoleArg) -> upb::UserRole {
+    match r {
+        RoleArg::User => upb::UserRole::User,
+        RoleArg::Admin => upb::UserRole::Admin,
+        RoleArg::Moderator => upb::UserRole::Moderator,
+        RoleArg::Publisher => upb::UserRole::Publisher,
+    }
+}
+
+/// A user named by id, email (has an `@`) or username.
+fn identifier(who: String) -> Identifier {
+    match who.parse::<u64>() {
+        Ok(n) => Identifier::UserId(n),
+        Err(_) if who.contains('@') => Identifier::Email(who),
+        Err(_) => Identifier::Username(who),
+    }
+}
+
+/// The id of the user `who` names (looked up unless it is an id).
+pub(super) async fn resolve(client: &Client, who: &str) -> Result<u64, Failure> {
+    match identifier(who.to_string()) {
+        Identifier::UserId(n) => Ok(n),
+        other => Ok(client.find_user(other).await?.id),
+    }
+}
 
 pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<(), Failure> {
     let show = |u: &upb::User| {
@@ -24,15 +50,7 @@ pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<
             roles,
         } => {
             let password = read_secret(password, "new user's password")?;
-            let roles = roles
-                .iter()
-                .map(|r| match r {
-                    RoleArg::User => upb::UserRole::User,
-                    RoleArg::Admin => upb::UserRole::Admin,
-                    RoleArg::Moderator => upb::UserRole::Moderator,
-                    RoleArg::Publisher => upb::UserRole::Publisher,
-                } as i32)
-                .collect();
+            let roles = roles.iter().map(|r| wire_role(*r) as i32).collect();
             let u = client
                 .create_user(upb::CreateUserRequest {
                     email,
@@ -45,13 +63,11 @@ pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<
                 .await?;
             show(&u);
         }
-        UserCmd::Get { who } => {
-            let id = match who.parse::<u64>() {
-                Ok(n) => Identifier::UserId(n),
-                Err(_) if who.contains('@') => Identifier::Email(who),
-                Err(_) => Identifier::Username(who),
-            };
-            show(&client.find_user(id).await?);
+        UserCmd::Get { who } => show(&client.find_user(identifier(who)).await?),
+        UserCmd::SetRoles { who, roles } => {
+            let id = resolve(client, &who).await?;
+            let roles: Vec<upb::UserRole> = roles.iter().map(|r| wire_role(*r)).collect();
+            show(&client.set_roles(id, &roles).await?);
         }
         UserCmd::List { limit, page, search } => {
             let r = client
