@@ -30,6 +30,12 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Print a shell completion script, e.g.
+    /// `activity-hub completions bash > /etc/bash_completion.d/activity-hub`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// The client commands.
     #[command(flatten)]
     Client(Box<activity_hub_client::cli::Cmd>),
@@ -493,6 +499,14 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// clap's own consistency checks over every command (unique flag names across global
+    /// and local flags, valid defaults): a clash panics here, not in a user's terminal.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn defaults_match_the_spec() {

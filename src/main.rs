@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use activity_hub::config::{Cli, Command, ServeConfig};
 use activity_hub_client::cli as c;
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,6 +19,13 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        // A bad value is a bad command line (exit 2), like clap's own refusals.
+        Command::Serve(config) if config.validate().is_err() => {
+            if let Err(e) = config.validate() {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(2)
+        }
         Command::Serve(config) => match runtime.block_on(serve(*config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -28,6 +35,10 @@ fn main() -> ExitCode {
         },
         Command::Client(cmd) => runtime.block_on(c::run(*cmd)),
         Command::Bench { args } => bench(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "activity-hub", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 

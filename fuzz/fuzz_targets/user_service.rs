@@ -91,6 +91,13 @@ fn build_update(u: &mut Unstructured<'_>) -> Result<pb::UpdateUserRequest> {
             None
         },
         avatar_url: u.arbitrary()?,
+        roles: if u.arbitrary()? {
+            Some(pb::RoleSet {
+                roles: items(u, 6, enum_value)?,
+            })
+        } else {
+            None
+        },
     })
 }
 

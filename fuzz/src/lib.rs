@@ -162,12 +162,19 @@ pub fn authorized(caller: Option<&Principal>, call: Call, open_signup: bool) -> 
                 Call::CreateUser { elevated } => open_signup && !elevated,
                 Call::BulkCreateUsers => false,
                 Call::GetUser { target } => staff || target == Some(me),
-                Call::UpdateUser { target, sets_status } => target == me && !sets_status,
+                Call::UpdateUser {
+                    target,
+                    sets_status,
+                    sets_roles,
+                } => target == me && !sets_status && !sets_roles,
                 Call::DeleteUser { target } => target == Some(me),
                 Call::ListUsers => staff,
                 Call::WatchUser { target } => staff || target == me,
                 Call::Publish => p.roles.has(Role::Publisher),
                 Call::ReadEvents { recipient } => recipient == me,
+                Call::OwnAccount => true,
+                Call::EndSession { owner } => owner == me,
+                Call::SetPassword => false,
             }
         }
     };

@@ -34,7 +34,7 @@ async fn bench(args: &[&str]) -> Out {
         .args(args)
         .args(["--json", "--quiet"])
         .env_remove("HUB_TOKEN")
-        .env_remove("HUB_BENCH_SERVER")
+        .env_remove("HUB_SERVER")
         .env("XDG_CONFIG_HOME", home.path())
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -453,6 +453,22 @@ async fn soak_churns_losing_nothing_and_reports_server_memory() {
     assert!(svg.contains("server RSS"), "{svg}");
 }
 
+/// How many active users the server has.
+async fn active_users(ch: &tonic::transport::Channel, token: &str) -> u32 {
+    UserServiceClient::new(ch.clone())
+        .list_users(authed(
+            ListUsersRequest {
+                status: UserStatus::Active as i32,
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .total
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_measures_a_running_server_and_finds_its_process() {
     let db = TestDb::new(Backend::Sqlite).await;
@@ -478,20 +494,7 @@ async fn bench_measures_a_running_server_and_finds_its_process() {
     assert!(figure(run, "rss_bytes") > 0.0, "{run}");
 
     // Its users are deleted afterwards unless asked to keep them.
-    let active = || async {
-        UserServiceClient::new(ch.clone())
-            .list_users(authed(
-                ListUsersRequest {
-                    status: UserStatus::Active as i32,
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .total
-    };
+    let active = || active_users(&ch, &token);
     assert_eq!(active().await, 1, "only the admin is left");
     let o = bench(&[
         "publish",
@@ -517,6 +520,70 @@ async fn bench_measures_a_running_server_and_finds_its_process() {
         "{}",
         o.stderr
     );
+}
+
+/// The load tool takes its server from HUB_SERVER (as `HOST:PORT`, like the client
+/// commands), and Ctrl-C (SIGINT) ends the run with a partial report marked as such,
+/// exit code 130, and the users it created removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_reports_what_ran_and_removes_the_users_from_hub_server() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let port = free_port();
+    let (_server, ch) = spawn_server_on(port, &db, &[], Stdio::inherit()).await;
+    let (token, _) = admin(&ch).await;
+    let active = || active_users(&ch, &token);
+    let tool = std::path::Path::new(env!("CARGO_BIN_EXE_activity-hub")).with_file_name("activity-hub-bench");
+    let home = tempfile::tempdir().unwrap();
+    let child = tokio::process::Command::new(tool)
+        .args([
+            "get-user",
+            "--duration",
+            "10m",
+            "--warmup",
+            "0s",
+            "--json",
+            "--quiet",
+        ])
+        .env("HUB_SERVER", format!("127.0.0.1:{port}"))
+        .env("HUB_TOKEN", &token)
+        .env("XDG_CONFIG_HOME", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the load tool runs");
+    // Its users appear once it is set up; then let it measure for a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while active().await < 101 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bench created its users"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = child.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("it winds down after Ctrl-C")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    let report: Value = serde_json::from_slice(&o.stdout).expect("a JSON report");
+    assert_eq!(report["interrupted"], true);
+    assert!(figure(&report["runs"]["hub"], "requests") > 0.0, "{report}");
+    assert!(
+        figure(&report["runs"]["hub"], "requests_per_sec") > 0.0,
+        "{report}"
+    );
+    assert_eq!(report["runs"]["hub"]["failed"], 0, "{report}");
+    assert_eq!(active().await, 1, "the bench's users were removed");
 }
 
 #[tokio::test]

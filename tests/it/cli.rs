@@ -69,6 +69,21 @@ impl Cli {
         serde_json::from_str(&self.ok(&a).await).expect("--json prints JSON")
     }
 
+    /// Creates user `bob` (bob@example.com); the table printed.
+    async fn create_bob(&self) -> String {
+        self.ok(&[
+            "user",
+            "create",
+            "--email",
+            "bob@example.com",
+            "--username",
+            "bob",
+            "--password",
+            "bob-password-1",
+        ])
+        .await
+    }
+
     /// Publishes a `note` with `payload` to user 1 (the admin); the JSON response.
     async fn note_to_admin(&self, payload: &str) -> Value {
         self.json(&["publish", "--to", "1", "--type", "note", "--payload", payload])
@@ -123,18 +138,7 @@ async fn login_user_crud_and_exit_codes() {
         assert_eq!(mode & 0o777, 0o600, "the token is private to its owner");
     }
 
-    let table = cli
-        .ok(&[
-            "user",
-            "create",
-            "--email",
-            "bob@example.com",
-            "--username",
-            "bob",
-            "--password",
-            "bob-password-1",
-        ])
-        .await;
+    let table = cli.create_bob().await;
     assert!(table.starts_with("ID"), "a table: {table}");
     assert!(table.contains("bob@example.com"));
     let bob = cli.json(&["user", "get", "bob"]).await;
@@ -195,7 +199,14 @@ async fn publish_subscribe_follow_and_events_list() {
     assert_eq!(lines.len(), 3);
     for (i, ev) in lines.iter().enumerate() {
         assert_eq!(ev["seq"], i as u64 + 1);
-        assert_eq!(ev["payload"], format!("hello-{}", i + 1));
+        // No JSON content type: base64, labelled.
+        assert_eq!(ev["payload_encoding"], "base64");
+        let text = format!("hello-{}", i + 1);
+        use base64::Engine as _;
+        assert_eq!(
+            ev["payload"],
+            base64::engine::general_purpose::STANDARD.encode(&text)
+        );
     }
     // The consumer's cursor kept the acks: the next subscribe resumes after seq 3.
     cli.ok(&["publish", "--to", "1", "--type", "note", "--payload", "hello-4"])
@@ -312,4 +323,176 @@ async fn login_whoami_refresh_password_and_logout() {
     assert!(!token_file.exists(), "logout forgets the session");
     let o = cli.run(&["whoami", "--token", &access]).await;
     assert_eq!(o.code, 4, "the ended session's token is refused: {}", o.stderr);
+}
+
+/// Names wherever an id goes, `HOST:PORT` without a scheme, JSON payloads embedded as
+/// JSON, `cursor get`, `user watch`, completions, and a bad `serve` value exiting 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_bare_addresses_faithful_json_cursor_and_watch() {
+    let (_db, _server, mut cli) = setup().await;
+    cli.server = cli.server.trim_start_matches("http://").to_string();
+    cli.login().await;
+    cli.create_bob().await;
+    let bob = cli
+        .json(&["user", "update", "bob", "--first-name", "Bobby"])
+        .await;
+    assert_eq!(bob["first_name"], "Bobby");
+    let r = cli
+        .json(&[
+            "publish",
+            "--to",
+            "bob",
+            "--type",
+            "order.filled",
+            "--content-type",
+            "application/json",
+            "--payload",
+            r#"{"id":42}"#,
+        ])
+        .await;
+    assert_eq!(r["deliveries"][0]["user_id"], bob["id"]);
+    cli.ok(&[
+        "publish",
+        "--to",
+        "bob@example.com",
+        "--type",
+        "note",
+        "--payload",
+        "hi",
+    ])
+    .await;
+    let page = cli.json(&["events", "list", "--user", "bob"]).await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(
+        events[0]["payload"],
+        serde_json::json!({"id": 42}),
+        "JSON stays JSON"
+    );
+    assert_eq!(events[0]["payload_encoding"], "json");
+    assert_eq!(events[1]["payload"], "aGk=", "anything else is base64");
+    assert_eq!(events[1]["payload_encoding"], "base64");
+
+    cli.ok(&["subscribe", "--user", "bob", "--consumer", "tv", "--count", "2"])
+        .await;
+    let cursor = cli
+        .json(&["cursor", "get", "--consumer", "tv", "--user", "bob"])
+        .await;
+    assert_eq!(
+        (cursor["acked_seq"].as_u64(), cursor["head_seq"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(cli.run(&["cursor", "get", "--user", "bob"]).await.code, 2);
+
+    // `user watch` prints the change it sees; updates repeat until it has one.
+    let watcher = cli
+        .command(&["user", "watch", "bob", "--count", "1", "--json"])
+        .spawn()
+        .unwrap();
+    let watched = tokio::spawn(watcher.wait_with_output());
+    let mut n = 0;
+    while !watched.is_finished() {
+        n += 1;
+        cli.ok(&["user", "update", "bob", "--bio", &format!("bio {n}")])
+            .await;
+        assert!(n < 100, "user watch saw an update");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = watched.await.unwrap().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let change: Value = serde_json::from_slice(&o.stdout).expect("one JSON line");
+    assert_eq!(change["kind"], "updated");
+    assert_eq!(change["user"]["username"], "bob");
+
+    cli.ok(&["user", "delete", "bob"]).await;
+    assert_eq!(cli.run(&["user", "get", "bob"]).await.code, 3);
+
+    let bash = cli.ok(&["completions", "bash"]).await;
+    assert!(
+        bash.contains("activity-hub") && bash.contains("complete"),
+        "{bash}"
+    );
+    let o = cli.run(&["serve", "--heartbeat-interval", "1ms"]).await;
+    assert_eq!(o.code, 2, "a bad serve value is a bad command line: {}", o.stderr);
+    assert!(o.stderr.contains("--heartbeat-interval"), "{}", o.stderr);
+}
+
+/// `subscribe` to a server that is not there says so as it retries and gives up after
+/// --connect-timeout with exit code 5, instead of waiting silently for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_to_an_absent_server_reports_and_gives_up() {
+    let cli = Cli {
+        server: format!("127.0.0.1:{}", crate::crash::free_port()),
+        home: tempfile::tempdir().unwrap(),
+    };
+    let o = cli
+        .run(&["subscribe", "--token", "t", "--connect-timeout", "2s"])
+        .await;
+    assert_eq!(o.code, 5, "{}", o.stderr);
+    assert!(o.stderr.contains("retrying (attempt 1)"), "{}", o.stderr);
+    assert!(o.stderr.contains("is the server running"), "{}", o.stderr);
+}
+
+/// A password typed at a terminal is not echoed: `login` under a pseudo-terminal
+/// (util-linux `script`), the password typed after the prompt appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_typed_at_a_terminal_are_not_echoed() {
+    use tokio::io::AsyncReadExt;
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        crate::helpers::skip_without_tool("cli::passwords_typed_at_a_terminal_are_not_echoed", "script");
+        return;
+    }
+    let (_db, _server, cli) = setup().await;
+    let mut c = tokio::process::Command::new("script");
+    c.args([
+        "-qefc",
+        &format!("{} login {ADMIN_EMAIL}", env!("CARGO_BIN_EXE_activity-hub")),
+        "/dev/null",
+    ])
+    .env("HUB_SERVER", &cli.server)
+    .env("XDG_CONFIG_HOME", cli.home.path())
+    .env_remove("HUB_PASSWORD")
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = c.spawn().expect("script runs");
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("password:") {
+        let n = tokio::time::timeout(Duration::from_secs(20), stdout.read(&mut buf))
+            .await
+            .expect("the prompt appears")
+            .unwrap();
+        assert!(
+            n > 0,
+            "output ended before the prompt: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // Typed like a person, a moment after the prompt (the prompt is printed just before
+    // the terminal's echo is switched off).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{ADMIN_PASSWORD}\r").as_bytes())
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stdout.read_to_end(&mut rest))
+        .await
+        .expect("login finishes")
+        .unwrap();
+    seen.extend_from_slice(&rest);
+    let screen = String::from_utf8_lossy(&seen);
+    assert!(screen.contains("logged in"), "{screen}");
+    assert!(
+        !screen.contains(ADMIN_PASSWORD),
+        "the password was echoed: {screen}"
+    );
+    drop(stdin);
 }

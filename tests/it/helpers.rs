@@ -44,6 +44,12 @@ pub fn skip_without_pg(test: &str) -> bool {
     true
 }
 
+/// Says on stderr that `test` was skipped because `tool` is not installed.
+pub fn skip_without_tool(test: &str, tool: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipped: {test} ({tool} is not installed)");
+}
+
 /// Declares `<test>::sqlite` and `<test>::postgres` for `async fn <test>(Backend)`.
 /// Without TEST_DATABASE_URL the PostgreSQL variant says it was skipped.
 #[macro_export]

@@ -86,10 +86,11 @@ pub struct BenchArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
 
-    /// Hub to measure (plaintext h2c URL). Default: start a hub (the `activity-hub`
-    /// binary beside this one, or --hub-bin) on a temporary SQLite file (or
-    /// --database-url) and stop it afterwards.
-    #[arg(long, env = "HUB_BENCH_SERVER")]
+    /// Hub to measure: `http://HOST:PORT` or `HOST:PORT` (plaintext h2c), like the
+    /// client commands' --server and HUB_SERVER. Default: start a hub (the
+    /// `activity-hub` binary beside this one, or --hub-bin) on a temporary SQLite file
+    /// (or --database-url) and stop it afterwards.
+    #[arg(long, env = "HUB_SERVER")]
     pub server: Option<String>,
     /// Token of an admin on --server (default: HUB_TOKEN, else the one `login` saved);
     /// the bench creates its own users there.

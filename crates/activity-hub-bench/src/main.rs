@@ -37,6 +37,7 @@ mod bare;
 mod nats;
 mod report;
 mod scenarios;
+mod stop;
 mod store;
 mod target;
 mod ui;
@@ -65,7 +66,11 @@ fn main() -> ExitCode {
 }
 
 /// Runs one bench; the exit status says whether the run was clean.
-async fn run(args: BenchArgs) -> ExitCode {
+async fn run(mut args: BenchArgs) -> ExitCode {
+    // `HOST:PORT` as the client commands take it.
+    if let Some(s) = args.server.as_mut().filter(|s| !s.contains("://")) {
+        *s = format!("http://{s}");
+    }
     if let Err(e) = args.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
@@ -79,11 +84,18 @@ async fn run(args: BenchArgs) -> ExitCode {
             }
         };
     }
-    let outcome = tokio::select! {
-        r = scenarios::run(&args) => r,
-        // Dropping the run stops the servers it started and removes their files.
-        _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
-    };
+    // Ctrl-C winds the run down to a partial report (see `stop`).
+    stop::install(args.quiet);
+    let outcome = scenarios::run(&args).await;
+    if stop::requested() {
+        if let Ok(report) = &outcome {
+            if let Err(e) = report.emit(&args) {
+                eprintln!("error: {e}");
+            }
+        }
+        eprintln!("interrupted: the figures above cover only the part of the run before Ctrl-C");
+        return ExitCode::from(130);
+    }
     match outcome {
         Ok(report) => {
             if let Err(e) = report.emit(&args) {

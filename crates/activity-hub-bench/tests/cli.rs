@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_activity-hub-bench"))
         .args(args)
-        .env_remove("HUB_BENCH_SERVER")
+        .env_remove("HUB_SERVER")
         .env_remove("HUB_TOKEN")
         .output()
         .expect("the binary runs")

@@ -11,6 +11,8 @@ use activity_hub_proto::{
     user::v1::{self as upb, get_user_request, user_service_client::UserServiceClient},
 };
 
+use tokio_stream::StreamExt as _;
+
 use crate::{Client, ClientError};
 
 impl Client {
@@ -137,6 +139,47 @@ impl Client {
             ActivityServiceClient::new(ch).list_events(r).await
         })
         .await
+    }
+
+    /// A durable consumer's stored position (retried on transient failures).
+    pub async fn get_cursor(&self, user_id: u64, consumer_id: &str) -> Result<apb::Cursor, ClientError> {
+        let msg = apb::GetCursorRequest {
+            user_id,
+            consumer_id: consumer_id.into(),
+        };
+        self.unary(true, msg, |ch, r| async move {
+            ActivityServiceClient::new(ch).get_cursor(r).await
+        })
+        .await
+    }
+
+    /// Opens a UserActivity stream watching `user_ids` (`[0]` = everyone, for admins and
+    /// moderators): user changes as they happen. Not resumed after a disconnect (the
+    /// stream has no positions to resume from); the stream ends with the error.
+    pub async fn watch_users(
+        &self,
+        user_ids: &[u64],
+    ) -> Result<tonic::Streaming<upb::UserActivityEvent>, ClientError> {
+        let watch: Vec<upb::UserActivityRequest> = user_ids
+            .iter()
+            .map(|&user_id| upb::UserActivityRequest {
+                action: upb::user_activity_request::Action::SubscribeUserUpdates as i32,
+                user_id,
+            })
+            .collect();
+        // The request side stays open (ending it would end the call) until the stream drops.
+        let requests = tokio_stream::iter(watch).chain(tokio_stream::pending());
+        let node = &self.inner.nodes[self.pick()];
+        let (metadata, _, ()) = self.request(()).into_parts();
+        let req = tonic::Request::from_parts(metadata, tonic::Extensions::default(), requests);
+        let res = UserServiceClient::new(node.channel.clone())
+            .user_activity(req)
+            .await;
+        node.record(
+            !matches!(&res, Err(s) if crate::endpoint::transient(s)),
+            &self.inner.cfg,
+        );
+        Ok(res?.into_inner())
     }
 
     /// A user by id, email or username (retried on transient failures).

@@ -53,4 +53,4 @@ pub use activity_hub_proto as proto;
 pub use client::Client;
 pub use config::{ClientConfig, ClientError};
 pub use endpoint::{BreakerState, EndpointStatus};
-pub use subscription::{Delivery, OpenStream, Pruned, SubscribeOptions, Subscription};
+pub use subscription::{ConnectionState, Delivery, OpenStream, Pruned, SubscribeOptions, Subscription};

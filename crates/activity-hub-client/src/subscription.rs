@@ -5,7 +5,7 @@
 use std::{
     pin::Pin,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use activity_hub_proto::{
@@ -97,17 +97,22 @@ impl Client {
         };
         let (tx, rx) = mpsc::channel(room);
         let (ack_tx, ack_rx) = watch::channel(0u64);
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
         let stop = CancellationToken::new();
         tokio::spawn(run_subscription(
             self.clone(),
             opts.clone(),
-            tx,
-            ack_rx,
+            Channels {
+                tx,
+                acks: ack_rx,
+                state: state_tx,
+            },
             stop.clone(),
         ));
         Subscription {
             rx,
             acks: ack_tx,
+            state: state_rx,
             auto_ack: opts.auto_ack,
             _stop: stop.drop_guard(),
         }
@@ -132,6 +137,30 @@ pub struct SubscribeOptions {
     pub window: u32,
     /// Ack every event as the application takes it from the stream.
     pub auto_ack: bool,
+    /// End the subscription (with the last failure) when no stream could be opened for
+    /// this long; `None` = keep trying for ever (the default: servers come back).
+    pub give_up_after: Option<Duration>,
+}
+
+/// How a subscription's connection is doing; see [`Subscription::connection`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Opening the first stream.
+    Connecting,
+    /// A stream is open on this endpoint.
+    Connected {
+        /// The endpoint's URI.
+        endpoint: String,
+    },
+    /// The last attempt to open (or the open stream) failed; retrying after a backoff.
+    Retrying {
+        /// The endpoint that failed.
+        endpoint: String,
+        /// Why, as `CODE: message`.
+        error: String,
+        /// Consecutive failures so far.
+        attempt: u32,
+    },
 }
 
 impl SubscribeOptions {
@@ -201,11 +230,19 @@ impl Pruned {
 pub struct Subscription {
     rx: mpsc::Receiver<Result<Delivery, Status>>,
     acks: watch::Sender<u64>,
+    state: watch::Receiver<ConnectionState>,
     auto_ack: bool,
     _stop: tokio_util::sync::DropGuard,
 }
 
 impl Subscription {
+    /// Watches the connection: each failure and reconnect as it happens (an
+    /// application can tell its user "server unreachable, retrying" instead of going
+    /// quiet).
+    pub fn connection(&self) -> watch::Receiver<ConnectionState> {
+        self.state.clone()
+    }
+
     /// Acknowledges every event up to `seq` (cumulative; lower values are ignored).
     pub fn ack(&self, seq: u64) {
         self.acks.send_if_modified(|v| {
@@ -257,16 +294,20 @@ enum Ended {
     Failed(Status),
 }
 
-async fn run_subscription(
-    client: Client,
-    opts: SubscribeOptions,
+/// The subscription task's ends of its channels to the application.
+struct Channels {
     tx: mpsc::Sender<Result<Delivery, Status>>,
-    mut acks: watch::Receiver<u64>,
-    stop: CancellationToken,
-) {
+    acks: watch::Receiver<u64>,
+    state: watch::Sender<ConnectionState>,
+}
+
+async fn run_subscription(client: Client, opts: SubscribeOptions, ch: Channels, stop: CancellationToken) {
+    let Channels { tx, mut acks, state } = ch;
     // The last seq handed to the application: later connections resume right after it.
     let mut last: Option<u64> = None;
     let mut attempt = 0u32;
+    // Since when no stream could be opened (for `give_up_after`).
+    let mut failing_since: Option<Instant> = None;
     loop {
         let start = apb::Start {
             user_id: opts.user_id,
@@ -292,7 +333,11 @@ async fn run_subscription(
             Err(s) => s,
             Ok(stream) => {
                 attempt = 0;
+                failing_since = None;
                 node.record(true, &client.inner.cfg);
+                state.send_replace(ConnectionState::Connected {
+                    endpoint: node.uri.clone(),
+                });
                 match follow(stream, &mut last, &tx, &mut acks, &stop).await {
                     Ended::Stopped => return,
                     Ended::Failed(s) => s,
@@ -303,7 +348,9 @@ async fn run_subscription(
         let refreshed = failure.code() == Code::Unauthenticated
             && client.inner.session.active()
             && client.refresh_after(Some(generation)).await.is_ok();
-        if !refreshed && !reconnectable(&failure) {
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        let given_up = opts.give_up_after.is_some_and(|d| since.elapsed() >= d);
+        if given_up || (!refreshed && !reconnectable(&failure)) {
             let _ = tx.send(Err(failure)).await;
             return;
         }
@@ -311,6 +358,11 @@ async fn run_subscription(
             node.record(false, &client.inner.cfg);
         }
         attempt += 1;
+        state.send_replace(ConnectionState::Retrying {
+            endpoint: node.uri.clone(),
+            error: format!("{:?}: {}", failure.code(), failure.message()),
+            attempt,
+        });
         let wait = backoff(&client.inner.cfg, attempt).max(retry_after(&failure).unwrap_or_default());
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -216,6 +216,9 @@ impl Report {
 
     fn table(&self) -> String {
         let mut out = format!("\nactivity-hub bench {}: {}\n\n", self.name(), self.shape);
+        if crate::stop::requested() {
+            out.push_str("INTERRUPTED (Ctrl-C): partial figures, over the part of the run before it\n\n");
+        }
         // Beside the hub's column and each other's: hub/other for each other run.
         let others: Vec<&str> = self.runs.iter().skip(1).map(|(k, _)| k.name()).collect();
         out.push_str("| |");
@@ -324,6 +327,7 @@ impl Report {
             "ratios_hub_over_baseline": ratios,
             "ratios_hub_over": all_ratios,
             "clean": self.clean(),
+            "interrupted": crate::stop::requested(),
         })
     }
 }

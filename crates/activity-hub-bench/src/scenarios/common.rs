@@ -178,8 +178,22 @@ pub(super) async fn read_until(
         done_at: None,
     };
     let mut deadline = tokio::time::Instant::now() + stall;
+    // After Ctrl-C a reader waits only until its stream goes quiet, and what never came
+    // (because it was never sent) is not counted as lost.
+    let mut stopping = false;
     while s.last < until {
-        let msg = match tokio::time::timeout_at(deadline, s.sub.rx.message()).await {
+        if !stopping && crate::stop::requested() {
+            stopping = true;
+            deadline = deadline.min(tokio::time::Instant::now() + STOP_QUIET);
+        }
+        let next = tokio::select! {
+            m = tokio::time::timeout_at(deadline, s.sub.rx.message()) => m,
+            _ = crate::stop::wait(), if !stopping => continue,
+        };
+        if stopping && next.is_err() {
+            return s;
+        }
+        let msg = match next {
             Ok(Ok(Some(m))) => m,
             Ok(Ok(None)) => {
                 s.error = Some(format!("user {}: the stream ended at seq {}", s.sub.user, s.last));
@@ -206,7 +220,7 @@ pub(super) async fn read_until(
         }
         s.lost += e.seq - s.last - 1;
         s.last = e.seq;
-        deadline = tokio::time::Instant::now() + stall;
+        deadline = tokio::time::Instant::now() + if stopping { STOP_QUIET } else { stall };
         s.got += 1;
         delivered.fetch_add(1, Ordering::Relaxed);
         if let Some(sent) = stamp_of(&e.payload) {
@@ -232,6 +246,9 @@ pub(super) async fn read_until(
     }
     s
 }
+
+/// How long a reader waits for more after Ctrl-C.
+const STOP_QUIET: Duration = Duration::from_secs(1);
 
 /// Sums what the subscribers saw into `run`; returns the subscriptions.
 pub(super) fn collect(run: &mut Run, seen: Vec<Seen>, first: &FirstError) -> Vec<Sub> {
@@ -320,15 +337,23 @@ pub(super) async fn publish_to_all(
     let chunks = users.len().div_ceil(RECIPIENTS_PER_PUBLISH) as u64;
     let expected = events * chunks;
     let u = users.clone();
-    let reqs = (0..expected).map(move |i| {
-        let chunk = (i % chunks) as usize * RECIPIENTS_PER_PUBLISH;
-        PublishRequest {
-            recipient_ids: u[chunk..(chunk + RECIPIENTS_PER_PUBLISH).min(u.len())].to_vec(),
-            r#type: "bench.fanout".into(),
-            payload: stamped(base.elapsed().as_micros() as u64, payload_size),
-            ..Default::default()
-        }
-    });
+    // Ctrl-C: send no more; what was sent is still answered.
+    let produced = Arc::new(AtomicU64::new(0));
+    let counted = produced.clone();
+    let reqs = (0..expected)
+        .take_while(|_| !crate::stop::requested())
+        .inspect(move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+        })
+        .map(move |i| {
+            let chunk = (i % chunks) as usize * RECIPIENTS_PER_PUBLISH;
+            PublishRequest {
+                recipient_ids: u[chunk..(chunk + RECIPIENTS_PER_PUBLISH).min(u.len())].to_vec(),
+                r#type: "bench.fanout".into(),
+                payload: stamped(base.elapsed().as_micros() as u64, payload_size),
+                ..Default::default()
+            }
+        });
     let mut client = ActivityServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let mut answered = 0;
     match client.publish_stream(auth.req(tokio_stream::iter(reqs))).await {
@@ -347,7 +372,7 @@ pub(super) async fn publish_to_all(
         }
         Err(s) => first.set(|| format!("PublishStream: {}", status_text(&s))),
     }
-    expected - answered
+    produced.load(Ordering::Relaxed).saturating_sub(answered)
 }
 
 pub(crate) fn per_sec(n: u64, d: Duration) -> f64 {

@@ -23,7 +23,7 @@ pub(super) async fn get_user(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, 
                 let mut samples = Vec::new();
                 loop {
                     let sent = Instant::now();
-                    if sent >= end {
+                    if sent >= end || crate::stop::requested() {
                         return samples;
                     }
                     k += 1;
@@ -51,10 +51,12 @@ pub(super) async fn get_user(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, 
     bar.done();
     let mut run = Run::default();
     let done = ok.load(Ordering::Relaxed);
+    // The whole --duration, or the part of it before Ctrl-C.
+    let measured = Instant::now().min(end).saturating_duration_since(measure_from);
     run.figures.push(Figure::more(
         "requests_per_sec",
         "GetUser calls/s",
-        per_sec(done, a.duration),
+        per_sec(done, measured),
     ));
     run.figures
         .push(Figure::info("requests", "calls answered OK", done as f64));

@@ -14,7 +14,10 @@ pub(super) async fn idle(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, Stri
     let subs = open_subs(t, a, &channels, &users, start, OPEN_BURST, progress).await?;
     let open_secs = began.elapsed();
     let bar = ui.timed("holding", a.duration, Arc::new(AtomicU64::new(n as u64)));
-    tokio::time::sleep(a.duration).await;
+    tokio::select! {
+        _ = tokio::time::sleep(a.duration) => {}
+        _ = crate::stop::wait() => {}
+    }
     bar.done();
     let after = t.rss_bytes();
     let mut run = Run::default();

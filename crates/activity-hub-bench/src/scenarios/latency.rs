@@ -54,7 +54,7 @@ pub(super) async fn latency(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, S
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut sent = 0u64;
-    while sent < total {
+    while sent < total && !crate::stop::requested() {
         tick.tick().await;
         let due = pace.due(base);
         while sent < due.min(total) {
@@ -81,7 +81,7 @@ pub(super) async fn latency(t: &Target, a: &BenchArgs, ui: &Ui) -> Result<Run, S
     bar.done();
     let answered = drain.await.map_err(|e| format!("publisher: {e}"))?;
     let mut run = Run {
-        failed: total - answered,
+        failed: sent.saturating_sub(answered),
         ..Default::default()
     };
     let _subs = collect(&mut run, seen, &first);

@@ -67,6 +67,10 @@ pub(crate) async fn run(a: &BenchArgs) -> Result<Report, String> {
         .chain(a.ceiling.then_some(Kind::Ceiling))
         .chain(a.peer.map(|_| Kind::Nats));
     for kind in kinds {
+        // After Ctrl-C, only what already ran is reported.
+        if crate::stop::requested() {
+            break;
+        }
         let ui = Ui {
             quiet: a.quiet,
             who: kind.name(),

@@ -71,9 +71,12 @@ pub(super) async fn spawn_publishers(
             // The queue of send times doubles as the in-flight window: answers come in order.
             let (times_tx, mut times_rx) = mpsc::channel::<Instant>(inflight);
             let (req_tx, req_rx) = mpsc::channel::<PublishRequest>(inflight);
+            let sent = Arc::new(AtomicU64::new(0));
+            let sent_here = sent.clone();
             let sender = tokio::spawn(async move {
                 for i in 0..n {
-                    if times_tx.send(Instant::now()).await.is_err() {
+                    // Ctrl-C: send no more; what was sent is still answered.
+                    if crate::stop::requested() || times_tx.send(Instant::now()).await.is_err() {
                         return;
                     }
                     let g = i * streams + s;
@@ -89,6 +92,7 @@ pub(super) async fn spawn_publishers(
                     if req_tx.send(req).await.is_err() {
                         return;
                     }
+                    sent_here.fetch_add(1, Ordering::Relaxed);
                 }
             });
             let mut samples = Vec::with_capacity(n as usize);
@@ -119,7 +123,7 @@ pub(super) async fn spawn_publishers(
                 Err(st) => first.set(|| format!("PublishStream: {}", status_text(&st))),
             }
             sender.abort();
-            (samples, n - answered)
+            (samples, sent.load(Ordering::Relaxed).saturating_sub(answered))
         });
     }
     Ok(Publishers { tasks, committed })

@@ -7,7 +7,9 @@ use clap::{Args, Subcommand, ValueEnum};
 /// Options every client command takes.
 #[derive(Clone, Debug, Args)]
 pub struct Conn {
-    /// Server URL; repeat or separate with commas for several (calls are balanced).
+    /// Server: `http://HOST:PORT`, `https://HOST:PORT`, or `HOST:PORT` (https when --ca
+    /// or --cert is given, else http); repeat or separate with commas for several (calls
+    /// are balanced).
     #[arg(
         long = "server",
         env = "HUB_SERVER",
@@ -25,6 +27,16 @@ pub struct Conn {
     /// CA certificate (PEM) to trust for https:// servers.
     #[arg(long, global = true)]
     pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require one (mTLS); needs --key.
+    #[arg(long, global = true, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// How long to keep trying to reach a server (connect, and reconnect while
+    /// following) before giving up with exit code 5, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
+    pub connect_timeout: Duration,
     /// Deadline of each call, e.g. `10s`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, global = true)]
     pub timeout: Duration,
@@ -97,8 +109,8 @@ pub enum UserCmd {
     },
     /// Change a user's fields.
     Update {
-        /// User id.
-        id: u64,
+        /// Id, email or username.
+        who: String,
         /// New username.
         #[arg(long)]
         username: Option<String>,
@@ -114,8 +126,16 @@ pub enum UserCmd {
     },
     /// Delete a user.
     Delete {
-        /// User id.
-        id: u64,
+        /// Id, email or username.
+        who: String,
+    },
+    /// Follow changes to users as they happen (created, updated, deleted, logged in).
+    Watch {
+        /// Ids, emails or usernames to watch (default: everyone; admins and moderators).
+        who: Vec<String>,
+        /// Stop after this many changes (default: follow until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// Replace a user's roles (admins); effective on their next call.
     SetRoles {
@@ -143,9 +163,9 @@ pub enum RoleArg {
 /// `activity-hub publish`.
 #[derive(Clone, Debug, Args)]
 pub struct PublishArgs {
-    /// Recipient user ids (comma-separated or repeated).
+    /// Recipients: ids, emails or usernames (comma-separated or repeated).
     #[arg(long = "to", required = true, value_delimiter = ',')]
-    pub to: Vec<u64>,
+    pub to: Vec<String>,
     /// Event type, e.g. `order.filled`.
     #[arg(long = "type")]
     pub event_type: String,
@@ -160,7 +180,7 @@ pub struct PublishArgs {
     pub content_type: String,
     /// Idempotency key (default: one is generated, so retries cannot publish twice).
     #[arg(long)]
-    pub key: Option<String>,
+    pub idempotency_key: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub conn: Conn,
@@ -169,9 +189,9 @@ pub struct PublishArgs {
 /// `activity-hub subscribe`.
 #[derive(Clone, Debug, Args)]
 pub struct SubscribeArgs {
-    /// Whose events (default: yours).
-    #[arg(long, default_value_t = 0)]
-    pub user: u64,
+    /// Whose events: id, email or username (default: yours).
+    #[arg(long)]
+    pub user: Option<String>,
     /// Durable consumer name; with it, a later `subscribe` resumes where this one stopped.
     #[arg(long)]
     pub consumer: Option<String>,
@@ -206,9 +226,9 @@ pub struct EventsArgs {
 pub enum EventsCmd {
     /// A page of a user's event log.
     List {
-        /// Whose events (default: yours).
-        #[arg(long, default_value_t = 0)]
-        user: u64,
+        /// Whose events: id, email or username (default: yours).
+        #[arg(long)]
+        user: Option<String>,
         /// Events after this seq.
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -250,6 +270,33 @@ pub enum Cmd {
     Logout(LogoutArgs),
     /// Change your password, or set another user's (admins).
     Password(PasswordArgs),
+    /// Show a durable consumer's stored position.
+    Cursor(CursorArgs),
+}
+
+/// `activity-hub cursor ...`.
+#[derive(Clone, Debug, Args)]
+pub struct CursorArgs {
+    #[command(subcommand)]
+    #[allow(missing_docs)]
+    pub cmd: CursorCmd,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: Conn,
+}
+
+/// Cursor subcommands.
+#[derive(Clone, Debug, Subcommand)]
+pub enum CursorCmd {
+    /// The last seq a consumer acknowledged, and the newest seq.
+    Get {
+        /// The durable consumer's name.
+        #[arg(long)]
+        consumer: String,
+        /// Whose stream: id, email or username (default: yours).
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 /// `activity-hub logout`.

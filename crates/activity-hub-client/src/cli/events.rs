@@ -10,7 +10,7 @@ use super::{
     connect, fail, output::*, EventsArgs, EventsCmd, Failure, PublishArgs, SubscribeArgs, EXIT_INTERRUPTED,
     EXIT_PRUNED,
 };
-use crate::{ClientError, Delivery, SubscribeOptions};
+use crate::{ClientError, ConnectionState, Delivery, SubscribeOptions};
 
 pub(super) async fn publish(a: PublishArgs) -> Result<(), Failure> {
     let client = connect(&a.conn, true).await?;
@@ -24,12 +24,16 @@ pub(super) async fn publish(a: PublishArgs) -> Result<(), Failure> {
         }
         Some(p) => std::fs::read(p).map_err(|e| fail(2, format!("--payload-file {}: {e}", p.display())))?,
     };
+    let mut recipient_ids = Vec::with_capacity(a.to.len());
+    for who in &a.to {
+        recipient_ids.push(super::users::resolve(&client, who.trim()).await?);
+    }
     let req = apb::PublishRequest {
-        recipient_ids: a.to.clone(),
+        recipient_ids,
         r#type: a.event_type.clone(),
         payload: payload.into(),
         content_type: a.content_type.clone(),
-        idempotency_key: a.key.clone().unwrap_or_default(),
+        idempotency_key: a.idempotency_key.clone().unwrap_or_default(),
         ..Default::default()
     };
     let r = client.publish(req, true).await?;
@@ -67,9 +71,10 @@ pub(super) async fn list(a: EventsArgs) -> Result<(), Failure> {
         limit,
         types,
     } = a.cmd;
+    let user_id = super::users::resolve_or_me(&client, user.as_deref()).await?;
     let r = client
         .list_events(apb::ListEventsRequest {
-            user_id: user,
+            user_id,
             after_seq: after,
             limit,
             types,
@@ -108,14 +113,38 @@ pub(super) async fn subscribe(a: SubscribeArgs) -> Result<(), Failure> {
             }
         },
     };
+    let user_id = super::users::resolve_or_me(&client, a.user.as_deref()).await?;
     let mut events = client.subscribe(SubscribeOptions {
-        user_id: a.user,
+        user_id,
         consumer_id: a.consumer.clone().unwrap_or_default(),
         types: a.types.clone(),
         start_from,
         after_seq,
         window: 0,
         auto_ack: true,
+        give_up_after: Some(a.conn.connect_timeout),
+    });
+    // Connection trouble is reported as it happens, not after the fact.
+    let mut state = events.connection();
+    let reporter = tokio::spawn(async move {
+        let mut troubled = false;
+        while state.changed().await.is_ok() {
+            match state.borrow_and_update().clone() {
+                ConnectionState::Retrying {
+                    endpoint,
+                    error,
+                    attempt,
+                } => {
+                    troubled = true;
+                    eprintln!("warning: {endpoint}: {error}; retrying (attempt {attempt})");
+                }
+                ConnectionState::Connected { endpoint } if troubled => {
+                    troubled = false;
+                    eprintln!("connected to {endpoint}; resuming after the last event shown");
+                }
+                _ => {}
+            }
+        }
     });
     let mut seen = 0u64;
     let mut pruned = 0u64;
@@ -163,6 +192,7 @@ pub(super) async fn subscribe(a: SubscribeArgs) -> Result<(), Failure> {
     }
     // Give the cumulative ack of the last event a moment to reach the server.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    reporter.abort();
     if pruned > 0 {
         return Err(fail(
             EXIT_PRUNED,

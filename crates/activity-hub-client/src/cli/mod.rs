@@ -21,7 +21,7 @@ mod events;
 mod output;
 mod users;
 
-use std::{io::Write as _, process::ExitCode};
+use std::process::ExitCode;
 
 use serde_json::{json, Value};
 use tonic::Code;
@@ -97,15 +97,39 @@ pub async fn run(cmd: Cmd) -> ExitCode {
     }
 }
 
+/// A `--server` value as a URI: `HOST:PORT` gets `https://` when TLS is configured,
+/// else `http://`.
+fn endpoint_uri(server: &str, tls: bool) -> String {
+    if server.contains("://") {
+        server.to_string()
+    } else if tls {
+        format!("https://{server}")
+    } else {
+        format!("http://{server}")
+    }
+}
+
+fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| fail(2, format!("{flag} {}: {e}", path.display())))
+}
+
 async fn connect(conn: &Conn, with_token: bool) -> Result<Client, Failure> {
-    let mut cfg = ClientConfig::new(conn.servers.clone());
+    let tls = conn.ca.is_some() || conn.cert.is_some();
+    let mut cfg = ClientConfig::new(conn.servers.iter().map(|s| endpoint_uri(s.trim(), tls)));
     cfg.deadline = conn.timeout;
-    if let Some(ca) = &conn.ca {
-        let pem = std::fs::read(ca).map_err(|e| fail(2, format!("--ca {}: {e}", ca.display())))?;
-        cfg.tls = Some(
-            tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-        );
+    cfg.connect_timeout = conn.connect_timeout;
+    if tls {
+        let mut t = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &conn.ca {
+            t = t.ca_certificate(tonic::transport::Certificate::from_pem(read_pem("--ca", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&conn.cert, &conn.key) {
+            t = t.identity(tonic::transport::Identity::from_pem(
+                read_pem("--cert", cert)?,
+                read_pem("--key", key)?,
+            ));
+        }
+        cfg.tls = Some(t);
     }
     let saved = match (&conn.token, with_token) {
         (None, true) => token::saved_session(),
@@ -142,17 +166,23 @@ async fn connect(conn: &Conn, with_token: bool) -> Result<Client, Failure> {
     Ok(client)
 }
 
+/// A secret from its flag or environment variable; else typed at a terminal without
+/// echo, or one line of standard input when it is not a terminal (a pipe, a file).
 fn read_secret(given: Option<String>, what: &str) -> Result<String, Failure> {
+    use std::io::IsTerminal as _;
     if let Some(p) = given {
         return Ok(p);
     }
-    eprint!("{what}: ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .map_err(|e| fail(1, format!("reading the {what} from standard input: {e}")))?;
-    let line = line.trim_end_matches(['\r', '\n']).to_string();
+    let line = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("{what}: "))
+            .map_err(|e| fail(1, format!("reading the {what} from the terminal: {e}")))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| fail(1, format!("reading the {what} from standard input: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
     if line.is_empty() {
         return Err(fail(
             2,
@@ -185,6 +215,30 @@ async fn dispatch(cmd: Cmd) -> Result<(), Failure> {
         }
         Cmd::Logout(a) => logout(a).await,
         Cmd::Password(a) => password(a).await,
+        Cmd::Cursor(a) => {
+            let client = connect(&a.conn, true).await?;
+            let CursorCmd::Get { consumer, user } = a.cmd;
+            let user = users::resolve_or_me(&client, user.as_deref()).await?;
+            let c = client.get_cursor(user, &consumer).await?;
+            if a.conn.json {
+                out!(
+                    "{}",
+                    json!({"user_id": c.user_id, "consumer_id": c.consumer_id, "acked_seq": c.acked_seq, "head_seq": c.head_seq})
+                );
+            } else {
+                table(
+                    &["USER", "CONSUMER", "ACKED", "HEAD", "BEHIND"],
+                    vec![vec![
+                        c.user_id.to_string(),
+                        c.consumer_id.clone(),
+                        c.acked_seq.to_string(),
+                        c.head_seq.to_string(),
+                        c.head_seq.saturating_sub(c.acked_seq).to_string(),
+                    ]],
+                );
+            }
+            Ok(())
+        }
     }
 }
 

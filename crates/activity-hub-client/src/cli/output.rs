@@ -74,15 +74,40 @@ pub(super) fn event_row(e: &apb::Event) -> Vec<String> {
     ]
 }
 
+/// Whether a content type says JSON: `application/json` or any `+json` type,
+/// parameters aside.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// The payload as faithful JSON, labelled: embedded as JSON when the content type says
+/// JSON and it parses, otherwise base64 (any bytes survive the round trip).
+pub(super) fn payload_json(e: &apb::Event) -> (Value, &'static str) {
+    use base64::Engine as _;
+    if is_json(&e.content_type) {
+        if let Ok(v) = serde_json::from_slice::<Value>(&e.payload) {
+            return (v, "json");
+        }
+    }
+    (
+        json!(base64::engine::general_purpose::STANDARD.encode(&e.payload)),
+        "base64",
+    )
+}
+
 pub(super) fn event_json(e: &apb::Event) -> Value {
-    let payload = match std::str::from_utf8(&e.payload) {
-        Ok(s) => json!(s),
-        Err(_) => json!({ "bytes": e.payload.len() }),
-    };
+    let (payload, encoding) = payload_json(e);
     json!({
         "user_id": e.user_id, "seq": e.seq, "event_id": e.event_id, "type": e.r#type,
-        "payload": payload, "content_type": e.content_type, "attributes": e.attributes,
-        "published_at": time(&e.published_at), "publisher_id": e.publisher_id,
+        "payload": payload, "payload_encoding": encoding, "content_type": e.content_type,
+        "attributes": e.attributes, "published_at": time(&e.published_at),
+        "publisher_id": e.publisher_id,
     })
 }
 
@@ -108,5 +133,43 @@ pub(super) fn table(head: &[&str], rows: Vec<Vec<String>>) {
     line(head.iter().map(|h| h.to_string()).collect());
     for r in rows {
         line(r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(content_type: &str, payload: &[u8]) -> apb::Event {
+        apb::Event {
+            content_type: content_type.into(),
+            payload: payload.to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn payloads_stay_faithful_in_json() {
+        let j = event_json(&ev("application/json; charset=utf-8", br#"{"id":42}"#));
+        assert_eq!(
+            (&j["payload"]["id"], &j["payload_encoding"]),
+            (&json!(42), &json!("json"))
+        );
+        let j = event_json(&ev("application/vnd.order+json", b"[1,2]"));
+        assert_eq!(j["payload"], json!([1, 2]));
+        // Not JSON though it says so, text, and binary: base64, labelled.
+        for (ct, bytes) in [
+            ("application/json", &b"{not json"[..]),
+            ("text/plain", b"hello"),
+            ("", &[0, 159, 146, 150][..]),
+        ] {
+            let j = event_json(&ev(ct, bytes));
+            assert_eq!(j["payload_encoding"], "base64", "{ct}");
+            use base64::Engine as _;
+            let back = base64::engine::general_purpose::STANDARD
+                .decode(j["payload"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(back, bytes);
+        }
     }
 }

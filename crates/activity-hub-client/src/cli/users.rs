@@ -1,4 +1,4 @@
-//! `user get|create|update|delete|list|set-roles`.
+//! `user get|create|update|delete|list|set-roles|watch`.
 
 use activity_hub_proto::user::v1::{self as upb, get_user_request::Identifier};
 use serde_json::{json, Value};
@@ -30,6 +30,57 @@ pub(super) async fn resolve(client: &Client, who: &str) -> Result<u64, Failure> 
         Identifier::UserId(n) => Ok(n),
         other => Ok(client.find_user(other).await?.id),
     }
+}
+
+/// The id `who` names, or 0 (the caller) when it is `None`.
+pub(super) async fn resolve_or_me(client: &Client, who: Option<&str>) -> Result<u64, Failure> {
+    match who {
+        Some(w) => resolve(client, w).await,
+        None => Ok(0),
+    }
+}
+
+/// `user watch`: one line (or JSON object) per change until `count` or Ctrl-C.
+async fn watch(client: &Client, who: &[String], count: Option<u64>, as_json: bool) -> Result<(), Failure> {
+    let mut ids = Vec::new();
+    for w in who {
+        ids.push(resolve(client, w).await?);
+    }
+    if ids.is_empty() {
+        ids.push(0);
+    }
+    let mut changes = client.watch_users(&ids).await?;
+    let mut seen = 0u64;
+    while count.is_none_or(|c| seen < c) {
+        let change = tokio::select! {
+            c = changes.message() => c.map_err(crate::ClientError::from)?,
+            _ = tokio::signal::ctrl_c() => return Err(super::fail(super::EXIT_INTERRUPTED, "interrupted")),
+        };
+        let Some(change) = change else {
+            return Err(super::fail(5, "the server ended the watch"));
+        };
+        seen += 1;
+        let kind = upb::user_activity_event::Kind::try_from(change.kind)
+            .map(|k| k.as_str_name().trim_start_matches("KIND_").to_lowercase())
+            .unwrap_or_else(|_| change.kind.to_string());
+        match (&change.user, as_json) {
+            (Some(u), true) => out!(
+                "{}",
+                json!({"kind": kind, "user_id": change.user_id, "at": time(&change.occurred_at), "user": user_json(u)})
+            ),
+            (None, true) => out!(
+                "{}",
+                json!({"kind": kind, "user_id": change.user_id, "at": time(&change.occurred_at)})
+            ),
+            (u, false) => out!(
+                "{}  {kind:<9}  user {}  {}",
+                time(&change.occurred_at),
+                change.user_id,
+                u.as_ref().map(|u| u.username.as_str()).unwrap_or("")
+            ),
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<(), Failure> {
@@ -69,6 +120,7 @@ pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<
             let roles: Vec<upb::UserRole> = roles.iter().map(|r| wire_role(*r)).collect();
             show(&client.set_roles(id, &roles).await?);
         }
+        UserCmd::Watch { who, count } => return watch(client, &who, count, as_json).await,
         UserCmd::List { limit, page, search } => {
             let r = client
                 .list_users(upb::ListUsersRequest {
@@ -90,7 +142,7 @@ pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<
             }
         }
         UserCmd::Update {
-            id,
+            who,
             username,
             first_name,
             last_name,
@@ -98,7 +150,7 @@ pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<
         } => {
             let u = client
                 .update_user(upb::UpdateUserRequest {
-                    user_id: id,
+                    user_id: resolve(client, &who).await?,
                     username,
                     first_name,
                     last_name,
@@ -108,7 +160,8 @@ pub(super) async fn run(client: &Client, cmd: UserCmd, as_json: bool) -> Result<
                 .await?;
             show(&u);
         }
-        UserCmd::Delete { id } => {
+        UserCmd::Delete { who } => {
+            let id = resolve(client, &who).await?;
             client.delete_user(id).await?;
             if as_json {
                 out!("{}", json!({"deleted": id}));

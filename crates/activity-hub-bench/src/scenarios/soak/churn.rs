@@ -39,11 +39,14 @@ impl Churn<'_> {
     ) -> Result<(), String> {
         loop {
             let now = Instant::now();
-            if now >= until || self.broken.is_some() {
+            if now >= until || self.broken.is_some() || crate::stop::requested() {
                 return Ok(());
             }
             if *next > now {
-                tokio::time::sleep_until((*next).min(until).into()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until((*next).min(until).into()) => {}
+                    _ = crate::stop::wait() => {}
+                }
                 continue;
             }
             // A round that takes longer than a slot is followed at once, with no
