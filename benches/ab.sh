@@ -32,7 +32,7 @@ serve "$BASE_BIN" 50779 59465
 b=$!
 trap 'kill $a $b 2>/dev/null; rm -rf "$work"' EXIT
 sleep 2
-token=$(python3 "$here/benches/jwt.py" "$secret")
+token=$("$here/benches/login-token.sh" "$new" 127.0.0.1:50777)
 printf '0801' >"$work/get.hex" # GetUserRequest{user_id: 1}
 get_user() {
   "$h2" -x -D "$secs" -c 4 -m 64 -H "authorization: Bearer $token" "127.0.0.1:$1" /user.v1.UserService/GetUser "$work/get.hex" |

@@ -29,8 +29,10 @@ count() { # BIN CALLS -> total instructions of the server process
   local pid=$!
   for _ in $(seq 120); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 1; done
   printf '0801' >"$work/get.hex" # GetUserRequest{user_id: 1}
+  local token
+  token=$("$here/benches/login-token.sh" "$1" "127.0.0.1:$port")
   "$here/../shared/tools/h2load-unary.sh" -x -n "$2" -c 4 -m 16 \
-    -H "authorization: Bearer $(python3 "$here/benches/jwt.py" "$secret")" \
+    -H "authorization: Bearer $token" \
     "127.0.0.1:$port" /user.v1.UserService/GetUser "$work/get.hex" >/dev/null
   kill -INT "$pid"
   wait "$pid" || true

@@ -36,7 +36,7 @@ if [ -n "${BASE_BIN:-}" ]; then
 fi
 trap 'kill $hub $baresrv $base 2>/dev/null; rm -rf "$work"' EXIT
 sleep 2
-token=$(python3 "$here/benches/jwt.py" "$secret")
+token=$("$here/benches/login-token.sh" "$here/target/release/activity-hub" 127.0.0.1:50777)
 printf '0801' > "$work/get.hex"   # GetUserRequest{user_id: 1}
 : > "$work/empty.hex"
 rate() { grep -oE 'finished in [0-9.]+s, [0-9.]+ req/s' | grep -oE '[0-9.]+ req/s' | head -1; }

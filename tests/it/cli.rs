@@ -496,3 +496,33 @@ async fn passwords_typed_at_a_terminal_are_not_echoed() {
     );
     drop(stdin);
 }
+
+/// Ctrl-C (SIGINT) on a following `subscribe` exits 130, not 0: a script can tell an
+/// interrupted follow from one that finished its --count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_subscribe_exits_130() {
+    use tokio::io::AsyncBufReadExt;
+    let (_db, _server, cli) = setup().await;
+    cli.login().await;
+    let mut follower = cli.command(&["subscribe", "--consumer", "tail"]).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(follower.stdout.take().unwrap()).lines();
+    cli.note_to_admin("first").await;
+    // It is following once it printed the event.
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the event is printed")
+        .unwrap()
+        .expect("a line");
+    assert!(line.contains("first"), "{line}");
+    let pid = follower.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), follower.wait())
+        .await
+        .expect("it stops")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+}
