@@ -320,3 +320,54 @@ async fn process_metrics_and_build_info_are_scraped() {
     );
     assert!(text.contains("activity_hub_build_info{") && text.contains("profile=\""));
 }
+
+/// A client that drops its own Subscribe stream ends the call as `ClientCanceled`: not a
+/// failure in `grpc_server_handled_total`, and left out of the dashboard's failure panel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dropping_its_stream_is_not_a_failed_call() {
+    let (_db, _child, ch, port) = hub_with_metrics(&[]).await;
+    let (token, _) = admin(&ch).await;
+    let sub = Sub::open(&ch, &token, Start::default()).await.unwrap();
+    // Dropping the response stream resets the HTTP/2 stream (CANCEL) before the request
+    // side is closed: the client walked away, as an app closing a screen does.
+    let Sub { tx, rx, .. } = sub;
+    drop(rx);
+    drop(tx);
+    let subscribe = |code: &'static str| {
+        [
+            ("grpc_service", "activity.v1.ActivityService"),
+            ("grpc_method", "Subscribe"),
+            ("grpc_code", code),
+        ]
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(port).await;
+        if series(&text, "grpc_server_handled_total", &subscribe("ClientCanceled")) == Some(1.0) {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped Subscribe was never counted as ClientCanceled:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains("grpc_method=\"Subscribe\""))
+        .filter(|l| !l.contains("grpc_code=\"OK\"") && !l.contains("grpc_code=\"ClientCanceled\""))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "a stream the client dropped counted as a failed call: {failures:?}"
+    );
+    // What the dashboard counts as failures leaves the outcome out.
+    let failed_panel = dashboard_exprs()
+        .into_iter()
+        .find(|e| e.contains("grpc_server_handled_total") && e.contains("grpc_code!"))
+        .expect("the dashboard has a failed-calls query");
+    assert!(
+        failed_panel.contains(r#"grpc_code!~"OK|ClientCanceled""#),
+        "the failed-calls panel must leave ClientCanceled out: {failed_panel}"
+    );
+}
