@@ -155,6 +155,17 @@ fn dashboard_metrics() -> std::collections::BTreeSet<String> {
     metric_names(&dashboard_exprs().join("\n"))
 }
 
+/// Metric names the shipped alerting rules query.
+fn alert_metrics() -> std::collections::BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/alerts.yml");
+    let names = metric_names(&std::fs::read_to_string(path).expect("alert rules file"));
+    assert!(
+        names.len() >= 4,
+        "the alert rules query the hub's series: {names:?}"
+    );
+    names
+}
+
 /// Per-RPC metrics from the tower layer, counted after real calls (unary OK and error,
 /// a bidi stream, a rate-limited Login), and the dashboard checked against the scrape:
 /// every series it queries exists, and every hub/grpc series is on it.
@@ -253,6 +264,12 @@ async fn rpc_metrics_count_real_calls_and_the_dashboard_covers_them() {
             "the dashboard queries {name}, which the server does not export"
         );
     }
+    for name in alert_metrics() {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "dashboards/alerts.yml queries {name}, which the server does not export"
+        );
+    }
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("# TYPE ").and_then(|l| l.split(' ').next()) {
             if name.starts_with("hub_") || name.starts_with("grpc_server_") {
@@ -322,7 +339,8 @@ async fn process_metrics_and_build_info_are_scraped() {
 }
 
 /// A client that drops its own Subscribe stream ends the call as `ClientCanceled`: not a
-/// failure in `grpc_server_handled_total`, and left out of the dashboard's failure panel.
+/// failure in `grpc_server_handled_total`, and left out of the dashboard's failure panel
+/// and of the alert's error ratio.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_dropping_its_stream_is_not_a_failed_call() {
     let (_db, _child, ch, port) = hub_with_metrics(&[]).await;
@@ -361,7 +379,7 @@ async fn a_client_dropping_its_stream_is_not_a_failed_call() {
         failures.is_empty(),
         "a stream the client dropped counted as a failed call: {failures:?}"
     );
-    // What the dashboard counts as failures leaves the outcome out.
+    // What the dashboard and the alert count as failures leaves the outcome out.
     let failed_panel = dashboard_exprs()
         .into_iter()
         .find(|e| e.contains("grpc_server_handled_total") && e.contains("grpc_code!"))
@@ -369,5 +387,11 @@ async fn a_client_dropping_its_stream_is_not_a_failed_call() {
     assert!(
         failed_panel.contains(r#"grpc_code!~"OK|ClientCanceled""#),
         "the failed-calls panel must leave ClientCanceled out: {failed_panel}"
+    );
+    let alerts =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/alerts.yml")).unwrap();
+    assert!(
+        alerts.contains(r#"grpc_server_handled_total{grpc_code!="ClientCanceled"}"#),
+        "the error ratio's total must leave ClientCanceled out"
     );
 }
