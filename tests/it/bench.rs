@@ -495,6 +495,10 @@ async fn logins_logs_everyone_in_at_once_and_reports_memory_settling() {
         figure(run, "rss_before_mib") > 1.0,
         "a server has megabytes: {run}"
     );
+    assert!(
+        figure(run, "rss_hwm_mib") >= figure(run, "rss_before_mib"),
+        "the peak is at least where it began: {run}"
+    );
     assert!(figure(run, "rss_settle_secs").is_finite(), "{run}");
 }
 

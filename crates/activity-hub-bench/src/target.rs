@@ -426,6 +426,11 @@ impl Target {
         proc_status_bytes(self.pid?, "VmRSS")
     }
 
+    /// The server's peak RSS since it started (VmHWM), when it is visible.
+    pub(crate) fn peak_rss_bytes(&self) -> Option<u64> {
+        proc_status_bytes(self.pid?, "VmHWM")
+    }
+
     /// The store of the hub this run started.
     pub(crate) fn database_url(&self) -> Option<&str> {
         self.database_url.as_deref()

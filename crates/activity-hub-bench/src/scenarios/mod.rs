@@ -131,9 +131,9 @@ async fn served(kind: Kind, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
 }
 
 /// `--memory-settle`: samples the server's RSS every 250 ms for up to `limit` after the
-/// scenario; adds its RSS before, at the end of the scenario and at the end of the
-/// watch, and how long it took to come back within `--memory-settle-within` of where it
-/// began (a note and `over_budget` when it never did).
+/// scenario; adds its RSS before, its peak so far, at the end of the scenario and at the
+/// end of the watch, and how long it took to come back within `--memory-settle-within`
+/// of where it began (a note and `over_budget` when it never did).
 async fn settle(t: &Target, run: &mut Run, before: u64, a: &BenchArgs, ui: &Ui) {
     let limit = a.memory_settle;
     let within = a.memory_settle_within << 20;
@@ -162,6 +162,11 @@ async fn settle(t: &Target, run: &mut Run, before: u64, a: &BenchArgs, ui: &Ui) 
         "rss_before_mib",
         "server RSS before, MiB",
         mib(before),
+    ));
+    run.figures.push(Figure::info(
+        "rss_hwm_mib",
+        "server RSS peak since it started (VmHWM), MiB",
+        mib(t.peak_rss_bytes().unwrap_or(0)),
     ));
     run.figures.push(Figure::info(
         "rss_end_mib",
