@@ -28,7 +28,8 @@
 //!
 //! Beside the layers: [`config`] (the typed configuration, clap and environment
 //! fallbacks), [`rpc`] (the tower layer every call passes: request ids, one tracing span
-//! per RPC, `grpc_server_*` metrics, deadlines, unary load shedding), [`memory`] (glibc
+//! per RPC, `grpc_server_*` metrics, deadlines, unary load shedding), [`metrics`] (the
+//! Prometheus endpoint: recorder, process metrics, build info), [`memory`] (glibc
 //! allocator settings so freed memory goes back to the system), [`telemetry`] (log
 //! formats and the optional OpenTelemetry export) and [`proto`] (the messages of
 //! `activity-hub-proto` plus the service traits generated here).
@@ -55,6 +56,7 @@ pub mod hub;
 pub mod lifecycle;
 pub mod limits;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod rpc;

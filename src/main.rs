@@ -42,26 +42,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(mut config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
     config.validate()?;
     let telemetry = activity_hub::telemetry::init(&config)?;
     if config.metrics_listen != "off" {
         let addr: std::net::SocketAddr = config.metrics_listen.parse()?;
-        use activity_hub::hub::metrics as m;
-        use metrics_exporter_prometheus::Matcher;
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .set_buckets_for_metric(Matcher::Full(m::BATCH_SIZE.into()), m::BATCH_BUCKETS)
-            .map_err(|e| format!("metrics buckets: {e}"))?
-            .set_buckets_for_metric(Matcher::Full(m::COMMIT_SECONDS.into()), m::COMMIT_BUCKETS)
-            .map_err(|e| format!("metrics buckets: {e}"))?
-            .set_buckets_for_metric(
-                Matcher::Full(activity_hub::rpc::HANDLING_SECONDS.into()),
-                activity_hub::rpc::HANDLING_BUCKETS,
-            )
-            .map_err(|e| format!("metrics buckets: {e}"))?
-            .install()
-            .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
+        // The bound address (port 0 picks one) is what the startup line names.
+        config.metrics_listen = activity_hub::metrics::serve(addr).await?.to_string();
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

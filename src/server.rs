@@ -341,7 +341,13 @@ pub async fn serve(
                 .max_encoding_message_size(enc),
         );
     if let Some(addr) = addr {
-        tracing::info!(%addr, database = %redact(&app.config.database_url), tls = app.config.tls_cert.is_some(), "activity-hub listening");
+        tracing::info!(
+            %addr,
+            metrics = %app.config.metrics_listen,
+            database = %redact(&app.config.database_url),
+            tls = app.config.tls_cert.is_some(),
+            "activity-hub listening"
+        );
     }
     let grace = app.config.shutdown_grace;
     // TcpIncoming (not a bare listener stream) so accepted sockets get TCP_NODELAY: without

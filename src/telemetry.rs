@@ -1,5 +1,5 @@
 //! Logs and traces: the `tracing` subscriber (text or JSON lines on stderr, filtered by
-//! `--log-level` or `RUST_LOG`) and, with `--otlp-endpoint`, OpenTelemetry export of the
+//! `--log-level` or `RUST_LOG`, coloured only on a terminal and never with `NO_COLOR`) and, with `--otlp-endpoint`, OpenTelemetry export of the
 //! RPC spans over OTLP/gRPC with W3C trace-context propagation.
 //!
 //! What is never logged: passwords and tokens are not span or event fields anywhere; the
@@ -37,7 +37,13 @@ impl Telemetry {
 /// `--otlp-endpoint` is set (the OTLP client lives on it).
 pub fn init(config: &ServeConfig) -> Result<Telemetry, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ansi = colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let fmt = match config.log_format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
@@ -68,6 +74,13 @@ pub fn init(config: &ServeConfig) -> Result<Telemetry, String> {
         .try_init()
         .map_err(|e| format!("installing the log subscriber: {e}"))?;
     Ok(Telemetry { provider })
+}
+
+/// Whether log lines carry ANSI colours: only when stderr is a terminal (a log file or a
+/// pipe to a collector gets plain text), and never when `NO_COLOR` is set to anything but
+/// the empty string (<https://no-color.org>).
+fn colour(stderr_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The layer that turns the hub's spans (RPC spans included) into OpenTelemetry spans of
@@ -103,5 +116,19 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())), "an empty NO_COLOR is unset");
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None), "a file or pipe gets no escapes");
+        assert!(!colour(false, Some("1".into())));
     }
 }

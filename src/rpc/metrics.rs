@@ -54,11 +54,55 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// The `grpc_code` of a call that ended without a status because the client went away
+/// (dropped its stream or call, reset it, or lost its connection). Not a grpc code: the
+/// server did not fail, so error ratios leave it out, unlike `Canceled` (a CANCELLED
+/// status the server sent).
+pub const CLIENT_CANCELED: &str = "ClientCanceled";
+
+/// How a call ended, as `grpc_code` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The server sent this status.
+    Status(Code),
+    /// No status was sent: the client went away first ([`CLIENT_CANCELED`]).
+    ClientCanceled,
+}
+
+impl Outcome {
+    /// The `grpc_code` label value.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Outcome::Status(code) => code_name(code),
+            Outcome::ClientCanceled => CLIENT_CANCELED,
+        }
+    }
+
+    /// A failure of the server itself, logged at WARN.
+    pub(super) fn is_server_failure(self) -> bool {
+        matches!(
+            self,
+            Outcome::Status(Code::Internal | Code::Unknown | Code::DataLoss)
+        )
+    }
+
+    /// Index into [`MethodMetrics`]' `handled` counters.
+    fn index(self) -> usize {
+        match self {
+            Outcome::Status(code) => code as usize,
+            Outcome::ClientCanceled => 17,
+        }
+    }
+}
+
 /// Describes the metrics to the installed recorder (help texts and units).
 pub(super) fn describe() {
     use ::metrics::{describe_counter, describe_histogram, Unit};
     describe_counter!(STARTED, "RPCs started on the server.");
-    describe_counter!(HANDLED, "RPCs completed on the server, by status code.");
+    describe_counter!(
+        HANDLED,
+        "RPCs completed on the server, by status code (ClientCanceled: the client went away first)."
+    );
     describe_histogram!(
         HANDLING_SECONDS,
         Unit::Seconds,
@@ -77,7 +121,7 @@ pub(super) struct MethodMetrics {
     pub(super) received: Counter,
     pub(super) sent: Counter,
     pub(super) seconds: Histogram,
-    handled: [OnceLock<Counter>; 17],
+    handled: [OnceLock<Counter>; 18],
 }
 
 impl MethodMetrics {
@@ -99,14 +143,14 @@ impl MethodMetrics {
         }
     }
 
-    /// The `handled` counter of `code`, registered the first time that code is seen.
-    pub(super) fn handled(&self, code: Code) -> &Counter {
-        self.handled[code as usize].get_or_init(|| {
+    /// The `handled` counter of `outcome`, registered the first time it is seen.
+    pub(super) fn handled(&self, outcome: Outcome) -> &Counter {
+        self.handled[outcome.index()].get_or_init(|| {
             ::metrics::counter!(HANDLED,
                 "grpc_service" => self.service,
                 "grpc_method" => self.method,
                 "grpc_type" => self.kind,
-                "grpc_code" => code_name(code))
+                "grpc_code" => outcome.name())
         })
     }
 }
@@ -215,5 +259,16 @@ mod tests {
         }
         assert_eq!(n, 3);
         assert_eq!(Frames::default().feed(&all), 3);
+    }
+
+    #[test]
+    fn a_client_going_away_has_its_own_outcome_and_is_no_server_failure() {
+        let gone = Outcome::ClientCanceled;
+        assert_eq!(gone.name(), "ClientCanceled");
+        assert_ne!(gone.index(), Outcome::Status(Code::Cancelled).index());
+        assert_eq!(Outcome::Status(Code::Cancelled).name(), "Canceled");
+        assert!(!gone.is_server_failure());
+        assert!(Outcome::Status(Code::Internal).is_server_failure());
+        assert!((0..17).all(|c| Outcome::Status(Code::from_i32(c)).index() < 17));
     }
 }

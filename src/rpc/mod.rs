@@ -11,8 +11,10 @@
 //! - `metrics`: the grpc-ecosystem metrics `grpc_server_started_total`,
 //!   `grpc_server_handled_total`, `grpc_server_handling_seconds`,
 //!   `grpc_server_msg_received_total` and `grpc_server_msg_sent_total` (labels
-//!   `grpc_service`, `grpc_method`, `grpc_type`, and `grpc_code` on `handled`), with
-//!   pre-registered handles, so the hot path does no label hashing;
+//!   `grpc_service`, `grpc_method`, `grpc_type`, and `grpc_code` on `handled`: a grpc
+//!   code, or `ClientCanceled` when the client went away before a status was sent, which
+//!   is no failure of the server), with pre-registered handles, so the hot path does no
+//!   label hashing;
 //! - `shed` and `deadline`, for unary calls only: sheds load beyond
 //!   `--max-concurrent-unary` with UNAVAILABLE, and ends the call with DEADLINE_EXCEEDED
 //!   at the client's `grpc-timeout` or `--unary-timeout`, dropping the handler so its
@@ -55,7 +57,10 @@ use self::{
 };
 pub use self::{
     methods::{MethodInfo, MethodTable, RpcKind},
-    metrics::{code_name, HANDLED, HANDLING_BUCKETS, HANDLING_SECONDS, MSG_RECEIVED, MSG_SENT, STARTED},
+    metrics::{
+        code_name, CLIENT_CANCELED, HANDLED, HANDLING_BUCKETS, HANDLING_SECONDS, MSG_RECEIVED, MSG_SENT,
+        STARTED,
+    },
     request_id::REQUEST_ID,
     response::{RpcBody, RpcFuture},
 };

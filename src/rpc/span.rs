@@ -6,13 +6,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use http::{HeaderValue, Request};
-use tonic::{
-    transport::server::{TcpConnectInfo, TlsConnectInfo},
-    Code,
-};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tracing::{field::Empty, Span};
 
-use super::{methods::MethodInfo, metrics::code_name};
+use super::{methods::MethodInfo, metrics::Outcome};
 
 /// The span of the call `req` to `info`.
 pub(super) fn call_span<B>(
@@ -61,7 +58,7 @@ pub(super) struct CallEnd<'a> {
     pub(super) info: &'a MethodInfo,
     pub(super) peer: Option<SocketAddr>,
     pub(super) request_id: &'a HeaderValue,
-    pub(super) code: Code,
+    pub(super) outcome: Outcome,
     pub(super) elapsed: Duration,
 }
 
@@ -70,7 +67,7 @@ impl CallEnd<'_> {
     /// failure, DEBUG otherwise. With the span disabled, only failures are logged, with
     /// the span's fields on the event itself.
     pub(super) fn log(self) {
-        let failed = matches!(self.code, Code::Internal | Code::Unknown | Code::DataLoss);
+        let failed = self.outcome.is_server_failure();
         if self.span.is_disabled() {
             if failed {
                 tracing::warn!(
@@ -79,14 +76,14 @@ impl CallEnd<'_> {
                     method = self.info.method,
                     peer = self.peer.map(tracing::field::display),
                     request_id = self.request_id.to_str().unwrap_or_default(),
-                    grpc_code = code_name(self.code),
+                    grpc_code = self.outcome.name(),
                     duration_ms = self.elapsed.as_secs_f64() * 1000.0,
                     "rpc failed"
                 );
             }
             return;
         }
-        self.span.record("grpc_code", code_name(self.code));
+        self.span.record("grpc_code", self.outcome.name());
         self.span
             .record("duration_ms", self.elapsed.as_secs_f64() * 1000.0);
         let _in = self.span.enter();

@@ -469,6 +469,39 @@ async fn active_users(ch: &tonic::transport::Channel, token: &str) -> u32 {
         .total
 }
 
+/// `logins` creates its users, logs every one in at once, and with `--memory-settle`
+/// reports the server's RSS before, at the end and after settling, against the bound
+/// `--memory-settle-within` set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_logs_everyone_in_at_once_and_reports_memory_settling() {
+    let o = bench(&[
+        "logins",
+        "--logins",
+        "6",
+        "--memory-settle",
+        "20s",
+        "--memory-settle-within",
+        "32",
+        // Cheap hashing: a debug build takes seconds per hash at the real costs.
+        "--hub-arg=--password-hash-memory-kib=64",
+        "--hub-arg=--password-hash-iterations=1",
+    ])
+    .await;
+    let run = &ok(&o)["hub"];
+    assert_eq!(figure(run, "logins"), 6.0, "{run}");
+    assert_eq!(run["latency_ms"]["count"].as_f64().unwrap(), 6.0, "{run}");
+    assert_eq!(figure(run, "rss_settle_within_mib"), 32.0, "{run}");
+    assert!(
+        figure(run, "rss_before_mib") > 1.0,
+        "a server has megabytes: {run}"
+    );
+    assert!(
+        figure(run, "rss_hwm_mib") >= figure(run, "rss_before_mib"),
+        "the peak is at least where it began: {run}"
+    );
+    assert!(figure(run, "rss_settle_secs").is_finite(), "{run}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_measures_a_running_server_and_finds_its_process() {
     let db = TestDb::new(Backend::Sqlite).await;
@@ -604,6 +637,7 @@ async fn bad_flags_are_refused_naming_the_flag() {
         ),
         (&["soak", "--durable", "101"][..], "--durable is a percentage"),
         (&["soak", "--baseline"][..], "soak has no --baseline"),
+        (&["logins", "--logins", "0"][..], "--logins must be at least 1"),
     ] {
         let o = bench(args).await;
         assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);

@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use activity_hub::proto::activity::v1::Start;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    process::Child,
+};
+use tonic::transport::Channel;
 
 use crate::{
     activity::dsl::{event_req, publish_stream, Sub},
@@ -12,15 +16,33 @@ use crate::{
     helpers::{Backend, TestDb},
 };
 
-async fn scrape(port: u16) -> String {
+/// `GET path` on the metrics listener: the whole HTTP/1.1 response, head and body.
+async fn get(port: u16, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("metrics listener");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// The real binary on a fresh SQLite store with `extra` flags, serving metrics on a port
+/// of its own: the store (kept for the test's length), the process, a channel, the
+/// metrics port.
+async fn hub_with_metrics(extra: &[&str]) -> (TestDb, Child, Channel, u16) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut flags = vec!["--metrics-listen", &listen];
+    flags.extend_from_slice(extra);
+    let (child, ch) = spawn_server_with(&db, &flags).await;
+    (db, child, ch, port)
+}
+
+async fn scrape(port: u16) -> String {
+    let body = get(port, "/metrics").await;
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     body
 }
@@ -34,10 +56,7 @@ fn value(text: &str, prefix: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_metrics_count_real_traffic() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (_child, ch) = spawn_server_with(&db, &["--metrics-listen", &listen]).await;
+    let (_db, _child, ch, port) = hub_with_metrics(&[]).await;
     let (token, me) = admin(&ch).await;
     let mut sub = Sub::open(&ch, &token, Start::default()).await.unwrap();
     let reqs = (0..3).map(|i| event_req(&[me], "t", format!("{i}"))).collect();
@@ -86,8 +105,8 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-/// Metric names referenced by the shipped Grafana dashboard's queries.
-fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+/// The shipped Grafana dashboard's query expressions.
+fn dashboard_exprs() -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/activity-hub.json");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard file"))
@@ -109,18 +128,41 @@ fn dashboard_metrics() -> std::collections::BTreeSet<String> {
     let mut all = Vec::new();
     exprs(&json, &mut all);
     assert!(all.len() >= 10, "the dashboard has queries");
+    all
+}
+
+/// The hub's, the RPC layer's and the process's metric names in `text` (query
+/// expressions or a rules file), histogram suffixes taken off.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
-    for e in all {
-        for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
-            if word.starts_with("grpc_server_") || word.starts_with("hub_") {
-                let base = ["_bucket", "_count", "_sum"]
-                    .iter()
-                    .find_map(|s| word.strip_suffix(s))
-                    .unwrap_or(word);
-                names.insert(base.to_string());
-            }
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if ["grpc_server_", "hub_", "process_"]
+            .iter()
+            .any(|p| word.starts_with(p))
+        {
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            names.insert(base.to_string());
         }
     }
+    names
+}
+
+/// Metric names referenced by the shipped Grafana dashboard's queries.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    metric_names(&dashboard_exprs().join("\n"))
+}
+
+/// Metric names the shipped alerting rules query.
+fn alert_metrics() -> std::collections::BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/alerts.yml");
+    let names = metric_names(&std::fs::read_to_string(path).expect("alert rules file"));
+    assert!(
+        names.len() >= 4,
+        "the alert rules query the hub's series: {names:?}"
+    );
     names
 }
 
@@ -133,21 +175,8 @@ async fn rpc_metrics_count_real_calls_and_the_dashboard_covers_them() {
         auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
         user::v1::user_service_client::UserServiceClient,
     };
-    let db = TestDb::new(Backend::Sqlite).await;
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (_child, ch) = spawn_server_with(
-        &db,
-        &[
-            "--metrics-listen",
-            &listen,
-            "--login-rate-limit",
-            "1",
-            "--login-rate-burst",
-            "2",
-        ],
-    )
-    .await;
+    let (_db, _child, ch, port) =
+        hub_with_metrics(&["--login-rate-limit", "1", "--login-rate-burst", "2"]).await;
     let (token, me) = admin(&ch).await;
     let mut users = UserServiceClient::new(ch.clone());
     for _ in 0..3 {
@@ -235,6 +264,12 @@ async fn rpc_metrics_count_real_calls_and_the_dashboard_covers_them() {
             "the dashboard queries {name}, which the server does not export"
         );
     }
+    for name in alert_metrics() {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "dashboards/alerts.yml queries {name}, which the server does not export"
+        );
+    }
     for line in text.lines() {
         if let Some(name) = line.strip_prefix("# TYPE ").and_then(|l| l.split(' ').next()) {
             if name.starts_with("hub_") || name.starts_with("grpc_server_") {
@@ -245,4 +280,118 @@ async fn rpc_metrics_count_real_calls_and_the_dashboard_covers_them() {
             }
         }
     }
+}
+
+/// The metrics listener answers `/metrics` with the Prometheus text format and nothing
+/// else: any other path is 404, so probes and scanners do not render the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_at_slash_metrics_only() {
+    let (_db, _child, _ch, port) = hub_with_metrics(&[]).await;
+    let ok = scrape(port).await;
+    assert!(
+        ok.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "the Prometheus text format's content type:\n{ok}"
+    );
+    assert!(ok.contains("# TYPE hub_events_published_total counter"), "{ok}");
+    for path in [
+        "/",
+        "/health",
+        "/metrics/",
+        "/metrics/x",
+        "/favicon.ico",
+        "/metricsx",
+    ] {
+        let res = get(port, path).await;
+        assert!(
+            res.starts_with("HTTP/1.1 404"),
+            "GET {path} must be 404, got:\n{res}"
+        );
+        assert!(!res.contains("# TYPE"), "GET {path} rendered metrics:\n{res}");
+    }
+}
+
+/// A scrape carries the process's own series (CPU, memory, descriptors, threads, start
+/// time) and `activity_hub_build_info` naming the running version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_metrics_and_build_info_are_scraped() {
+    let (_db, _child, _ch, port) = hub_with_metrics(&[]).await;
+    let text = scrape(port).await;
+    for (name, at_least) in [
+        ("process_cpu_seconds_total", 0.0),
+        ("process_resident_memory_bytes", 1_000_000.0),
+        ("process_virtual_memory_bytes", 1_000_000.0),
+        ("process_open_fds", 3.0),
+        ("process_max_fds", 3.0),
+        ("process_threads", 2.0),
+        ("process_start_time_seconds", 1_700_000_000.0),
+    ] {
+        let v = value(&text, name).unwrap_or_else(|| panic!("{name} is not in the scrape:\n{text}"));
+        assert!(v >= at_least, "{name} = {v}, expected at least {at_least}");
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        series(&text, "activity_hub_build_info", &[("version", version)]),
+        Some(1.0),
+        "activity_hub_build_info{{version=\"{version}\",...}} 1 is not in the scrape:\n{text}"
+    );
+    assert!(text.contains("activity_hub_build_info{") && text.contains("profile=\""));
+}
+
+/// A client that drops its own Subscribe stream ends the call as `ClientCanceled`: not a
+/// failure in `grpc_server_handled_total`, and left out of the dashboard's failure panel
+/// and of the alert's error ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dropping_its_stream_is_not_a_failed_call() {
+    let (_db, _child, ch, port) = hub_with_metrics(&[]).await;
+    let (token, _) = admin(&ch).await;
+    let sub = Sub::open(&ch, &token, Start::default()).await.unwrap();
+    // Dropping the response stream resets the HTTP/2 stream (CANCEL) before the request
+    // side is closed: the client walked away, as an app closing a screen does.
+    let Sub { tx, rx, .. } = sub;
+    drop(rx);
+    drop(tx);
+    let subscribe = |code: &'static str| {
+        [
+            ("grpc_service", "activity.v1.ActivityService"),
+            ("grpc_method", "Subscribe"),
+            ("grpc_code", code),
+        ]
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = scrape(port).await;
+        if series(&text, "grpc_server_handled_total", &subscribe("ClientCanceled")) == Some(1.0) {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped Subscribe was never counted as ClientCanceled:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains("grpc_method=\"Subscribe\""))
+        .filter(|l| !l.contains("grpc_code=\"OK\"") && !l.contains("grpc_code=\"ClientCanceled\""))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "a stream the client dropped counted as a failed call: {failures:?}"
+    );
+    // What the dashboard and the alert count as failures leaves the outcome out.
+    let failed_panel = dashboard_exprs()
+        .into_iter()
+        .find(|e| e.contains("grpc_server_handled_total") && e.contains("grpc_code!"))
+        .expect("the dashboard has a failed-calls query");
+    assert!(
+        failed_panel.contains(r#"grpc_code!~"OK|ClientCanceled""#),
+        "the failed-calls panel must leave ClientCanceled out: {failed_panel}"
+    );
+    let alerts =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/alerts.yml")).unwrap();
+    assert!(
+        alerts.contains(r#"grpc_server_handled_total{grpc_code!="ClientCanceled"}"#),
+        "the error ratio's total must leave ClientCanceled out"
+    );
 }

@@ -1,5 +1,6 @@
-//! Request ids, the per-RPC span in the logs (and no secret in any log line), and
-//! OpenTelemetry spans continuing the caller's W3C trace.
+//! Request ids, the per-RPC span in the logs (and no secret in any log line), plain text
+//! logs when stderr is no terminal, the startup line, and OpenTelemetry spans continuing
+//! the caller's W3C trace.
 
 use std::{process::Stdio, time::Duration};
 
@@ -12,7 +13,7 @@ use tonic::Code;
 
 use crate::{
     activity::dsl::{start, Sub},
-    crash::{admin, spawn_server_logging},
+    crash::{admin, free_port, spawn_server_logging, spawn_server_on},
     helpers::{authed, Backend, TestDb, TestServer},
 };
 
@@ -60,6 +61,49 @@ async fn request_ids_are_echoed_or_made_on_every_kind_of_answer() {
     let sub = Sub::open(&s.channel, &token, start(1)).await.unwrap();
     assert!(sub.headers.get("x-request-id").is_some());
     s.stop().await;
+}
+
+/// The real binary's text log written to a pipe (as to a file or a log collector) holds
+/// no ANSI escape, and its startup line names both the gRPC and the metrics address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_is_no_terminal_has_no_colour_and_the_startup_line_names_both_addresses() {
+    use tokio::io::AsyncBufReadExt;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let flags = [
+        "--log-level",
+        "info",
+        "--log-format",
+        "text",
+        "--metrics-listen",
+        &metrics,
+    ];
+    let (mut child, _ch) = spawn_server_on(port, &db, &flags, Stdio::piped()).await;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let startup = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.expect("readable stderr") {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("activity-hub listening") {
+                return line;
+            }
+        }
+        panic!("the server's log ended without the startup line:\n{seen}")
+    })
+    .await
+    .expect("the startup line within 20 s");
+    assert!(
+        !seen.contains("\x1b["),
+        "ANSI escapes in a log that is not a terminal:\n{seen:?}"
+    );
+    for field in [format!("addr=127.0.0.1:{port}"), format!("metrics={metrics}")] {
+        assert!(
+            startup.contains(&field),
+            "the startup line lacks {field}: {startup}"
+        );
+    }
 }
 
 /// The real binary logging JSON at debug level for everything: each RPC's finishing line

@@ -33,6 +33,10 @@ pub enum Scenario {
     /// --logins user creations and logins; server RSS at the start, the end, its slope,
     /// and events lost (must be 0). Local servers only for RSS.
     Soak,
+    /// --logins users (50) created, then all logged in at once, at the hub's real
+    /// password-hash costs: Login latency. With --memory-settle, how soon server RSS
+    /// comes back within --memory-settle-within of where it was before.
+    Logins,
     /// Serve the bare baseline on --listen until killed (what --baseline starts).
     #[value(hide = true)]
     ServeBaseline,
@@ -77,10 +81,12 @@ Examples:
   activity-hub-bench idle --subscribers 10000
   activity-hub-bench reconnect-storm --subscribers 1000 --events 20
   activity-hub-bench soak --warmup 60s --duration 10m --plot soak.svg
+  activity-hub-bench logins --logins 50 --memory-settle 30s --memory-settle-within 32
   activity-hub-bench fanout --server http://10.0.0.5:50051 --token \"$ADMIN_TOKEN\"
 
-Exit status: 0 when every call succeeded, nothing was lost and (soak) server RSS grew by at
-most --max-growth, 1 otherwise, 2 for bad flags.")]
+Exit status: 0 when every call succeeded, nothing was lost, (soak) server RSS grew by at
+most --max-growth and (--memory-settle) came back within --memory-settle-within, 1
+otherwise, 2 for bad flags.")]
 pub struct BenchArgs {
     /// The traffic shape.
     #[arg(value_enum)]
@@ -194,10 +200,10 @@ pub struct BenchArgs {
     /// with --ack.
     #[arg(long, default_value_t = 50, value_name = "PCT")]
     pub durable: u32,
-    /// Soak: users created and logged in per round (one CreateUser and one Login each,
-    /// at the started hub's real password-hash costs).
-    #[arg(long, default_value_t = 2)]
-    pub logins: usize,
+    /// Users created and logged in (one CreateUser and one Login each, at the started
+    /// hub's real password-hash costs) [soak 2 per round; logins 50, all at once].
+    #[arg(long)]
+    pub logins: Option<usize>,
     /// Soak: rounds started per minute at most; 0 = back to back.
     #[arg(long, default_value_t = 100)]
     pub rounds_per_minute: u32,
@@ -206,10 +212,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 25.0, value_name = "PCT")]
     pub max_growth: f64,
     /// After the scenario, watch the server's RSS for up to this long and report how
-    /// long it took to come back within 64 MiB of its value before the scenario (local
+    /// long it took to come back within --memory-settle-within of its value before the
+    /// scenario (local
     /// servers only; 0 = do not wait).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
     pub memory_settle: Duration,
+    /// How close to its RSS before the scenario the server must come back within
+    /// --memory-settle, MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub memory_settle_within: u64,
     /// Give up when no progress is seen for this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub stall_timeout: Duration,
@@ -243,6 +254,7 @@ impl BenchArgs {
             ("--subscribers", self.subscribers.unwrap_or(1) as u64),
             ("--events", self.events.unwrap_or(1)),
             ("--connections", self.connections.unwrap_or(1) as u64),
+            ("--memory-settle-within", self.memory_settle_within),
         ];
         for (flag, v) in positive {
             if v == 0 {
@@ -257,6 +269,12 @@ impl BenchArgs {
         }
         if self.max_growth.is_nan() || self.max_growth < 0.0 {
             return Err("--max-growth must be a percentage of at least 0".into());
+        }
+        if self.scenario == Scenario::Logins && self.logins == Some(0) {
+            return Err("--logins must be at least 1 for the logins scenario".into());
+        }
+        if self.scenario == Scenario::Logins && self.baseline {
+            return Err("logins has no --baseline: the bare baseline has no Login".into());
         }
         if self.scenario == Scenario::Soak && self.baseline {
             return Err("soak has no --baseline: the bare baseline keeps every event in memory".into());

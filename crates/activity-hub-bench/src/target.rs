@@ -163,9 +163,9 @@ impl Target {
                     defaults.push(("--durability", "process-crash"));
                 }
                 // Bench users log in once; cheap hashing keeps set-up short. The soak
-                // keeps the hub's own costs: password-hashing memory is part of what
-                // it measures (`--hub-arg` can still lower them).
-                if args.scenario != Scenario::Soak {
+                // and logins keep the hub's own costs: password-hashing memory is part
+                // of what they measure (`--hub-arg` can still lower them).
+                if !matches!(args.scenario, Scenario::Soak | Scenario::Logins) {
                     defaults.push(("--password-hash-memory-kib", "64"));
                     defaults.push(("--password-hash-iterations", "1"));
                 }
@@ -302,11 +302,34 @@ impl Target {
 
     /// Creates `n` users for this run; their ids.
     pub(crate) async fn create_users(&self, ch: &Channel, n: usize) -> Result<Vec<u64>, String> {
+        self.create((0..n).map(|_| self.new_user()).collect(), ch).await
+    }
+
+    /// Creates `n` users for this run; a Login request for each.
+    pub(crate) async fn create_logins(&self, ch: &Channel, n: usize) -> Result<Vec<LoginRequest>, String> {
+        let users: Vec<CreateUserRequest> = (0..n).map(|_| self.new_user()).collect();
+        let logins = users
+            .iter()
+            .map(|u| LoginRequest {
+                identifier: Some(Identifier::Email(u.email.clone())),
+                password: PASSWORD.into(),
+            })
+            .collect();
+        self.create(users, ch).await?;
+        Ok(logins)
+    }
+
+    /// Creates `users` in BulkCreateUsers calls of at most [`BULK`]; their ids.
+    async fn create(&self, users: Vec<CreateUserRequest>, ch: &Channel) -> Result<Vec<u64>, String> {
+        let n = users.len();
+        let mut users = users.into_iter();
         let mut ids = Vec::with_capacity(n);
         let mut client = UserServiceClient::new(ch.clone()).max_decoding_message_size(256 << 20);
-        while ids.len() < n {
-            let batch = (n - ids.len()).min(BULK);
-            let reqs: Vec<CreateUserRequest> = (0..batch).map(|_| self.new_user()).collect();
+        loop {
+            let reqs: Vec<CreateUserRequest> = users.by_ref().take(BULK).collect();
+            if reqs.is_empty() {
+                break;
+            }
             let out = client
                 .bulk_create_users(self.req(tokio_stream::iter(reqs)))
                 .await
@@ -401,6 +424,11 @@ impl Target {
     /// The server's resident memory, when its process is known.
     pub(crate) fn rss_bytes(&self) -> Option<u64> {
         proc_status_bytes(self.pid?, "VmRSS")
+    }
+
+    /// The server's peak RSS since it started (VmHWM), when it is visible.
+    pub(crate) fn peak_rss_bytes(&self) -> Option<u64> {
+        proc_status_bytes(self.pid?, "VmHWM")
     }
 
     /// The store of the hub this run started.

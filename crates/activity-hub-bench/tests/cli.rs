@@ -27,6 +27,7 @@ fn help_names_every_scenario() {
         "idle",
         "reconnect-storm",
         "soak",
+        "logins",
     ] {
         assert!(
             help.contains(scenario),

@@ -42,6 +42,7 @@ mod fanout;
 mod get_user;
 mod idle;
 mod latency;
+mod logins;
 mod publish;
 mod reconnect_storm;
 mod soak;
@@ -101,11 +102,12 @@ async fn served(kind: Kind, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
         Scenario::Idle => idle::idle(&t, a, ui).await,
         Scenario::ReconnectStorm => reconnect_storm::reconnect_storm(&t, a, ui).await,
         Scenario::Soak => soak::soak(&t, a, ui).await,
+        Scenario::Logins => logins::logins(&t, a, ui).await,
         Scenario::ServeBaseline => unreachable!("served before any scenario runs"),
     };
     let result = match (result, rss_before) {
         (Ok(mut run), Some(before)) if !a.memory_settle.is_zero() => {
-            settle(&t, &mut run, before, a.memory_settle, ui).await;
+            settle(&t, &mut run, before, a, ui).await;
             Ok(run)
         }
         (r, _) => r,
@@ -128,14 +130,13 @@ async fn served(kind: Kind, a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     })
 }
 
-/// How far above its pre-scenario RSS the server may stay once the load is over.
-const SETTLED_WITHIN: u64 = 64 << 20;
-
 /// `--memory-settle`: samples the server's RSS every 250 ms for up to `limit` after the
-/// scenario; adds its RSS before, at the end of the scenario and at the end of the
-/// watch, and how long it took to come back within [`SETTLED_WITHIN`] of where it began
-/// (a note and `over_budget` when it never did).
-async fn settle(t: &Target, run: &mut Run, before: u64, limit: Duration, ui: &Ui) {
+/// scenario; adds its RSS before, its peak so far, at the end of the scenario and at the
+/// end of the watch, and how long it took to come back within `--memory-settle-within`
+/// of where it began (a note and `over_budget` when it never did).
+async fn settle(t: &Target, run: &mut Run, before: u64, a: &BenchArgs, ui: &Ui) {
+    let limit = a.memory_settle;
+    let within = a.memory_settle_within << 20;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let end = t.rss_bytes().unwrap_or(0);
     ui.say(&format!(
@@ -147,7 +148,7 @@ async fn settle(t: &Target, run: &mut Run, before: u64, limit: Duration, ui: &Ui
     let mut now = end;
     let mut settled = None;
     loop {
-        if now <= before + SETTLED_WITHIN {
+        if now <= before + within {
             settled = Some(start.elapsed());
             break;
         }
@@ -163,6 +164,11 @@ async fn settle(t: &Target, run: &mut Run, before: u64, limit: Duration, ui: &Ui
         mib(before),
     ));
     run.figures.push(Figure::info(
+        "rss_hwm_mib",
+        "server RSS peak since it started (VmHWM), MiB",
+        mib(t.peak_rss_bytes().unwrap_or(0)),
+    ));
+    run.figures.push(Figure::info(
         "rss_end_mib",
         "server RSS at the end, MiB",
         mib(end),
@@ -172,24 +178,23 @@ async fn settle(t: &Target, run: &mut Run, before: u64, limit: Duration, ui: &Ui
         "server RSS after settling, MiB",
         mib(now),
     ));
-    match settled {
-        Some(d) => run.figures.push(Figure::less(
-            "rss_settle_secs",
-            "seconds until RSS within 64 MiB of before",
-            d.as_secs_f64(),
-        )),
-        None => {
-            run.figures.push(Figure::less(
-                "rss_settle_secs",
-                "seconds until RSS within 64 MiB of before",
-                f64::NAN,
-            ));
-            run.over_budget.push(format!(
-                "server RSS still {:.1} MiB above its {:.1} MiB before the scenario after {limit:?}",
-                mib(now.saturating_sub(before)),
-                mib(before)
-            ));
-        }
+    run.figures.push(Figure::info(
+        "rss_settle_within_mib",
+        "RSS must come back within, MiB",
+        a.memory_settle_within as f64,
+    ));
+    let secs = settled.map_or(f64::NAN, |d| d.as_secs_f64());
+    run.figures.push(Figure::less(
+        "rss_settle_secs",
+        "seconds until RSS came back within that of before",
+        secs,
+    ));
+    if settled.is_none() {
+        run.over_budget.push(format!(
+            "server RSS still {:.1} MiB above its {:.1} MiB before the scenario after {limit:?}",
+            mib(now.saturating_sub(before)),
+            mib(before)
+        ));
     }
 }
 
@@ -263,6 +268,14 @@ async fn ceiling(a: &BenchArgs, ui: &Ui) -> Result<Run, String> {
     result
 }
 
+/// Users created and logged in: per soak round, or all at once (`logins`).
+fn logins(a: &BenchArgs) -> usize {
+    a.logins.unwrap_or(match a.scenario {
+        Scenario::Logins => 50,
+        _ => 2,
+    })
+}
+
 fn subscribers(a: &BenchArgs) -> usize {
     a.subscribers.unwrap_or(match a.scenario {
         Scenario::Idle => 10_000,
@@ -312,10 +325,11 @@ fn settings(a: &BenchArgs) -> serde_json::Value {
         "ack_every": a.ack_every,
         "baseline": a.baseline,
         "durable_pct": a.durable,
-        "logins": a.logins,
+        "logins": logins(a),
         "rounds_per_minute": a.rounds_per_minute,
         "max_growth_pct": a.max_growth,
         "memory_settle_ms": a.memory_settle.as_millis() as u64,
+        "memory_settle_within_mib": a.memory_settle_within,
     })
 }
 
@@ -369,6 +383,10 @@ fn shape(a: &BenchArgs) -> String {
             e = a.events.unwrap_or(20)
         ),
         Scenario::Soak => soak::shape(a, n, &ack),
+        Scenario::Logins => format!(
+            "{} users created, then all logged in at once (Argon2id at the hub's costs)",
+            logins(a)
+        ),
         Scenario::ServeBaseline => String::new(),
     }
 }

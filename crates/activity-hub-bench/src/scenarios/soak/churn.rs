@@ -137,13 +137,13 @@ impl Churn<'_> {
             ));
         }
         let publishing = publish_plan(t, a, plan, self.base, &self.first);
-        let logins = t.create_and_login(&channels[0], a.logins);
+        let logins = t.create_and_login(&channels[0], super::super::logins(a));
         let (published, (login_failures, login_error), seen) =
             tokio::join!(publishing, logins, join_all(readers));
         let (ok, refused) = published?;
         tally.published += ok;
         tally.failed += refused.values().sum::<u64>() + login_failures;
-        tally.logins += a.logins as u64;
+        tally.logins += super::super::logins(a) as u64;
         if let Some(e) = login_error {
             self.first.set(|| e);
         }

@@ -43,7 +43,7 @@ pub(super) fn shape(a: &BenchArgs, n: usize, ack: &str) -> String {
          read, all closed; {} users created and logged in; {:?} after {:?} warm-up",
         n - durable,
         a.events.unwrap_or(DEFAULT_EVENTS),
-        a.logins,
+        super::logins(a),
         a.duration,
         a.warmup
     )
