@@ -10,7 +10,7 @@
 //!
 //! let client = Client::connect(ClientConfig::new(["http://127.0.0.1:50051"])).await?;
 //! // A session: the client refreshes its access token by itself from now on.
-//! let session = client.login_session("admin@example.com", "admin-password").await?;
+//! let session = client.login_session("admin@example.com", "change-me-now").await?;
 //! client.use_session(&session);
 //! let mut events = client.subscribe(SubscribeOptions::consumer("phone"));
 //! while let Some(item) = events.next().await {
