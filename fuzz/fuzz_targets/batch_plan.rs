@@ -8,7 +8,7 @@
 //! Invariants checked: a batch is never empty while anything is queued, stays within its
 //! count and byte limits (a lone oversized publish excepted) and takes as much as they
 //! allow; draining a queue terminates and takes every publish once; every row is in
-//! exactly one chunk, in order, and chunks come in at most 11 shapes below both engines'
+//! exactly one chunk, in order, and chunks come in at most log2(CHUNK) + 1 shapes below both engines'
 //! bind limits; per recipient the seqs are gap-free, in publish order and start right
 //! after the head; a store answer that is missing a head, names an extra user or has a
 //! head below its count is an error, never a wrong plan; notification payloads stay under
@@ -151,7 +151,8 @@ fn check_chunks<T: PartialEq + std::fmt::Debug>(rows: &[T]) {
         count += 1;
     }
     assert_eq!(at, rows.len(), "rows left out of every chunk");
-    assert!(shapes.len() <= 11);
+    // CHUNK and the powers of two below it: at most log2(CHUNK) + 1 statement shapes.
+    assert!(shapes.len() <= CHUNK.trailing_zeros() as usize + 1, "{shapes:?}");
     let len = rows.len();
     assert_eq!(count, len / CHUNK + (len % CHUNK).count_ones() as usize);
 }
