@@ -19,20 +19,20 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        // A bad value is a bad command line (exit 2), like clap's own refusals.
-        Command::Serve(config) if config.validate().is_err() => {
+        Command::Serve(config) => {
+            // A bad value is a bad command line (exit 2), like clap's own refusals.
             if let Err(e) = config.validate() {
                 eprintln!("error: {e}");
+                return ExitCode::from(2);
             }
-            ExitCode::from(2)
+            match runtime.block_on(serve(*config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-        Command::Serve(config) => match runtime.block_on(serve(*config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
         Command::Client(cmd) => runtime.block_on(c::run(*cmd)),
         Command::Bench { args } => bench(args),
         Command::Completions { shell } => {
@@ -42,8 +42,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs the server on a validated `config`.
 async fn serve(mut config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
-    config.validate()?;
     let telemetry = activity_hub::telemetry::init(&config)?;
     if config.metrics_listen != "off" {
         let addr: std::net::SocketAddr = config.metrics_listen.parse()?;

@@ -166,8 +166,7 @@ impl AuthService for AuthApi {
             return Err(ApiError::invalid("old_password", "is required").into());
         }
         // Validated before the old password is checked, so a weak choice costs no hash.
-        crate::model::validate_password(&r.new_password)
-            .map_err(|e| ApiError::invalid("new_password", e.reason))?;
+        crate::users::validate_new_password(&r.new_password)?;
         self.auth
             .limits()
             .check_login(peer, &caller.user_id.to_string())?;

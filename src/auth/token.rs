@@ -74,11 +74,6 @@ impl Tokens {
         }
     }
 
-    /// How long the tokens it issues live.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// A signed token for `user` in session `session_id`, and its expiry (seconds since
     /// the epoch).
     pub fn issue(&self, user: &User, session_id: &str) -> Result<(String, u64), ApiError> {

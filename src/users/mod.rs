@@ -58,6 +58,11 @@ pub fn validate_new(req: &CreateUser) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The spec's password rule for a `new_password` field (ChangePassword, SetPassword).
+pub fn validate_new_password(password: &str) -> Result<(), ApiError> {
+    model::validate_password(password).map_err(|e| ApiError::invalid("new_password", e.reason))
+}
+
 /// The checks of an update that need no store; the preferences are checked once applied
 /// to the current user ([`model::validate_preferences`]).
 pub fn validate_changes(changes: &UserChanges) -> Result<(), ApiError> {
@@ -228,7 +233,7 @@ impl Users {
     /// Sets the password of the live user `id` (validated, then hashed); NOT_FOUND when
     /// there is none. Not announced to UserActivity watchers: nothing they see changed.
     pub async fn set_password(&self, id: u64, password: String) -> Result<User, ApiError> {
-        model::validate_password(&password).map_err(|e| ApiError::invalid("new_password", e.reason))?;
+        validate_new_password(&password)?;
         let hash = self.hasher.hash(password).await?;
         match self.store.set_password_hash(id, &hash).await {
             Ok(u) => {

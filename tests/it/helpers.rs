@@ -7,7 +7,9 @@ use activity_hub::{
     api::users::service::StreamStats,
     config::ServeConfig,
     proto::{
-        auth::v1::{auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest},
+        auth::v1::{
+            auth_service_client::AuthServiceClient, login_request::Identifier, LoginRequest, LoginResponse,
+        },
         user::v1::{user_service_client::UserServiceClient, CreateUserRequest, User, UserRole},
     },
     server::{self, App},
@@ -254,6 +256,11 @@ impl TestServer {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
+        self.login_session(email, password).await.access_token
+    }
+
+    /// Login by email: the whole session (access and refresh token).
+    pub async fn login_session(&self, email: &str, password: &str) -> LoginResponse {
         self.auth()
             .login(LoginRequest {
                 identifier: Some(Identifier::Email(email.into())),
@@ -262,7 +269,6 @@ impl TestServer {
             .await
             .unwrap_or_else(|s| panic!("login {email}: {s:?}"))
             .into_inner()
-            .access_token
     }
 
     pub async fn admin_token(&self) -> String {

@@ -30,14 +30,7 @@ dual!(
 );
 
 async fn session(s: &TestServer, email: &str, password: &str) -> LoginResponse {
-    s.auth()
-        .login(LoginRequest {
-            identifier: Some(Identifier::Email(email.into())),
-            password: password.into(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("login {email}: {e:?}"))
-        .into_inner()
+    s.login_session(email, password).await
 }
 
 async fn refresh(s: &TestServer, token: &str) -> Result<LoginResponse, Status> {

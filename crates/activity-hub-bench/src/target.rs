@@ -27,6 +27,14 @@ const PASSWORD: &str = "bench-password";
 /// Most users one BulkCreateUsers call may create.
 const BULK: usize = 10_000;
 
+/// The Login of a user this run created.
+fn login_request(email: &str) -> LoginRequest {
+    LoginRequest {
+        identifier: Some(Identifier::Email(email.into())),
+        password: PASSWORD.into(),
+    }
+}
+
 /// Which server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -308,13 +316,7 @@ impl Target {
     /// Creates `n` users for this run; a Login request for each.
     pub(crate) async fn create_logins(&self, ch: &Channel, n: usize) -> Result<Vec<LoginRequest>, String> {
         let users: Vec<CreateUserRequest> = (0..n).map(|_| self.new_user()).collect();
-        let logins = users
-            .iter()
-            .map(|u| LoginRequest {
-                identifier: Some(Identifier::Email(u.email.clone())),
-                password: PASSWORD.into(),
-            })
-            .collect();
+        let logins = users.iter().map(|u| login_request(&u.email)).collect();
         self.create(users, ch).await?;
         Ok(logins)
     }
@@ -384,11 +386,7 @@ impl Target {
                     continue;
                 }
             }
-            let login = LoginRequest {
-                identifier: Some(Identifier::Email(email)),
-                password: PASSWORD.into(),
-            };
-            if let Err(s) = auth.login(login).await {
+            if let Err(s) = auth.login(login_request(&email)).await {
                 failed += 1;
                 first.get_or_insert_with(|| format!("Login: {:?}: {}", s.code(), s.message()));
             }
