@@ -100,6 +100,12 @@ pub struct ServeConfig {
     #[arg(long, env = "HUB_OPEN_SIGNUP", value_parser = BoolishValueParser::new(), default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     pub open_signup: bool,
 
+    /// Browser origins allowed to call the port cross-origin (CORS, for REST, SSE and
+    /// gRPC-Web), comma-separated, e.g. `https://app.example.com,http://localhost:3000`.
+    /// Default: none (same-origin only, as the built-in console is).
+    #[arg(long, env = "HUB_CORS_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub cors_allow_origin: Vec<String>,
+
     /// HTTP/2 concurrent streams per connection (one client connection may carry many
     /// users' subscriptions).
     #[arg(long, env = "HUB_MAX_STREAMS_PER_CONNECTION", default_value_t = 1024)]
@@ -368,6 +374,14 @@ impl ServeConfig {
                 );
             }
         }
+        for origin in &self.cors_allow_origin {
+            if let Err(reason) = check_origin(origin) {
+                return Err(ConfigError {
+                    flag: "--cors-allow-origin (HUB_CORS_ALLOW_ORIGIN)",
+                    reason: format!("{origin:?}: {reason}"),
+                });
+            }
+        }
         if self.max_streams_per_connection == 0 {
             return err(
                 "--max-streams-per-connection (HUB_MAX_STREAMS_PER_CONNECTION)",
@@ -496,6 +510,21 @@ impl ServeConfig {
     }
 }
 
+/// An origin as browsers send it: `http(s)://host[:port]`, nothing after.
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("must start with http:// or https:// (list origins one by one; * is not accepted)")?;
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', ' ', '*'])
+        || http::HeaderValue::from_str(origin).is_err()
+    {
+        return Err("must be scheme://host[:port], with no path, e.g. https://app.example.com");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +535,27 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cors_origins_must_be_scheme_host_and_port() {
+        let parse = |v: &str| {
+            ServeConfig::from_args(["--cors-allow-origin", v])
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        assert!(parse("https://app.example.com,http://localhost:3000").is_ok());
+        for bad in [
+            "*",
+            "app.example.com",
+            "https://app.example.com/",
+            "https://a b",
+            "ftp://x",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("--cors-allow-origin"), "{bad}: {e}");
+        }
     }
 
     #[test]

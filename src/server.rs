@@ -15,6 +15,7 @@ use tonic::transport::{
     Certificate, Identity, Server,
 };
 use tonic_health::ServingStatus;
+use tower::util::BoxCloneSyncService;
 
 use crate::{
     api::{
@@ -34,6 +35,7 @@ use crate::{
     rpc::{MethodTable, RpcLayer, RpcOptions},
     store::{Backend, Durability, Store, StoreError, StoreOptions, WriteHealth},
     users::{cache::UserCache, password::PasswordHasher, CreateUser, Users},
+    web::{grpc::TonicService, Readiness},
 };
 
 /// Why the server could not start or stopped abnormally.
@@ -54,6 +56,9 @@ pub enum ServerError {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The HTTP surface could not be built from the protos' rules.
+    #[error("http surface: {0}")]
+    Http(String),
     /// Reflection descriptors could not be loaded.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -253,6 +258,7 @@ pub async fn serve(
     let health = Arc::new(Health {
         reporter,
         state: tokio::sync::Mutex::default(),
+        readiness: Readiness::default(),
     });
     health.set(ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -314,32 +320,59 @@ pub async fn serve(
             .map_err(|e| ServerError::Tls(format!("--tls-cert/--tls-key: {e}")))?;
     }
     let (dec, enc) = (c.max_decode_message_bytes, c.max_encode_message_bytes);
+    // Each gRPC service behind the RPC layer; the HTTP surface wraps each in gRPC-Web and
+    // calls the application services in process for REST and SSE.
+    let user = grpc(
+        &rpc,
+        UserServiceServer::new(app.user_api.clone())
+            .max_decoding_message_size(dec)
+            .max_encoding_message_size(enc),
+    );
+    let activity = grpc(
+        &rpc,
+        ActivityServiceServer::new(app.activity_api.clone())
+            .max_decoding_message_size(dec)
+            .max_encoding_message_size(enc),
+    );
+    let auth = grpc(
+        &rpc,
+        AuthServiceServer::new(AuthApi::new(app.users.clone(), app.auth.clone()))
+            .max_decoding_message_size(dec)
+            .max_encoding_message_size(enc),
+    );
+    let internal = crate::web::grpc::internal(vec![
+        (USER_SERVICE, user.clone()),
+        (ACTIVITY_SERVICE, activity.clone()),
+        (AUTH_SERVICE, auth.clone()),
+    ]);
+    let cors: Vec<http::HeaderValue> = c
+        .cors_allow_origin
+        .iter()
+        .filter_map(|o| http::HeaderValue::from_str(o).ok())
+        .collect();
+    let surface = crate::web::router(
+        vec![
+            (HEALTH_SERVICE, grpc(&rpc, health_service)),
+            (REFLECTION_V1, grpc(&rpc, reflection_v1)),
+            (REFLECTION_V1ALPHA, grpc(&rpc, reflection_v1alpha)),
+            (USER_SERVICE, user),
+            (ACTIVITY_SERVICE, activity),
+            (AUTH_SERVICE, auth),
+        ],
+        internal,
+        health.readiness.clone(),
+        &cors,
+    )
+    .map_err(|e| ServerError::Http(e.to_string()))?;
     let router = builder
         .tcp_nodelay(true)
+        .accept_http1(true)
         .max_concurrent_streams(Some(c.max_streams_per_connection))
         .http2_max_pending_accept_reset_streams(Some(c.http2_max_pending_resets))
         .http2_max_header_list_size(Some(c.http2_max_header_list_bytes))
         .http2_keepalive_interval(keepalive)
         .http2_keepalive_timeout(Some(c.http2_keepalive_timeout))
-        .layer(rpc)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            UserServiceServer::new(app.user_api.clone())
-                .max_decoding_message_size(dec)
-                .max_encoding_message_size(enc),
-        )
-        .add_service(
-            ActivityServiceServer::new(app.activity_api.clone())
-                .max_decoding_message_size(dec)
-                .max_encoding_message_size(enc),
-        )
-        .add_service(
-            AuthServiceServer::new(AuthApi::new(app.users.clone(), app.auth.clone()))
-                .max_decoding_message_size(dec)
-                .max_encoding_message_size(enc),
-        );
+        .add_routes(tonic::service::Routes::from(surface));
     if let Some(addr) = addr {
         tracing::info!(
             %addr,
@@ -373,6 +406,33 @@ pub async fn serve(
         ));
     }
     result
+}
+
+const USER_SERVICE: &str = "user.v1.UserService";
+const ACTIVITY_SERVICE: &str = "activity.v1.ActivityService";
+const AUTH_SERVICE: &str = "auth.v1.AuthService";
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+/// A gRPC service behind the RPC layer, boxed for the router.
+fn grpc<S>(rpc: &RpcLayer, svc: S) -> TonicService
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use tower::{Layer, ServiceExt};
+    BoxCloneSyncService::new(
+        rpc.layer(svc)
+            .map_response(|r: http::Response<crate::rpc::RpcBody>| r.map(tonic::body::Body::new)),
+    )
 }
 
 /// TLS settings from `--tls-cert`, `--tls-key` and `--tls-client-ca`; errors name the flag.
@@ -415,6 +475,8 @@ struct Health {
     /// sent, so `Health/Watch` clients see transitions, not repeats), and whether shutdown
     /// began; guarded together so the watchdog can never mark a stopping server SERVING.
     state: tokio::sync::Mutex<HealthState>,
+    /// What `/readyz` answers: SERVING or not.
+    readiness: Readiness,
 }
 
 #[derive(Default)]
@@ -435,6 +497,7 @@ impl Health {
         let mut state = self.state.lock().await;
         if !state.stopping && state.reported != Some(status) {
             state.reported = Some(status);
+            self.readiness.set(status == ServingStatus::Serving);
             for name in Self::NAMES {
                 self.reporter.set_service_status(name, status).await;
             }
@@ -444,6 +507,7 @@ impl Health {
     async fn stop(&self) {
         let mut state = self.state.lock().await;
         state.stopping = true;
+        self.readiness.set(false);
         for name in Self::NAMES {
             self.reporter
                 .set_service_status(name, ServingStatus::NotServing)

@@ -50,7 +50,7 @@ use crate::{
     lifecycle::ResponseStream,
     model::{SubInfo, SubscribeParams, WatchChange},
     store::{
-        events::{NewEvent, Pruned, PublishOutcome, StoredEvent},
+        events::{AckRecord, NewEvent, Pruned, PublishOutcome, StoredEvent},
         Backend, Store,
     },
     users::ChangeSink,
@@ -301,6 +301,67 @@ impl Hub {
     pub async fn cursor(&self, user_id: u64, consumer_id: &str) -> Result<(u64, u64), ApiError> {
         let acked = self.inner.store.cursor(user_id, consumer_id).await?;
         let head = self.inner.store.head_seq(user_id).await?;
+        Ok((acked, head))
+    }
+
+    /// The Ack RPC: moves `consumer_id`'s cursor forward to `seq` (cumulative; an older
+    /// seq changes nothing) and releases the window of its live stream, on this server or
+    /// another. Answers the committed (acked, head) once the cursor is in the store.
+    ///
+    /// With a live stream here, `seq` may not exceed what that stream sent; without one,
+    /// it may not exceed the recipient's head. Both are INVALID_ARGUMENT, naming `seq`.
+    pub async fn ack(&self, user_id: u64, consumer_id: &str, seq: u64) -> Result<(u64, u64), ApiError> {
+        let live = self
+            .inner
+            .registry
+            .consumer(user_id, consumer_id.to_string())
+            .await;
+        let answered = match &live {
+            Some(stream) => stream.remote_ack(seq).await,
+            None => None,
+        };
+        match answered {
+            Some(Err(highest_sent)) => {
+                return Err(ApiError::invalid(
+                    "seq",
+                    format!(
+                    "{seq} is above the highest seq sent to consumer {consumer_id}'s stream ({highest_sent})"
+                ),
+                ))
+            }
+            // The stream queued its cursor write (with ACK_MODE_NONE it acks by itself).
+            Some(Ok(_)) => {}
+            None => {
+                let head = self.inner.store.head_seq(user_id).await?;
+                if seq > head {
+                    return Err(ApiError::invalid(
+                        "seq",
+                        format!("{seq} is above user {user_id}'s newest seq ({head})"),
+                    ));
+                }
+                if seq > 0 {
+                    self.inner.persistence.ack(AckRecord {
+                        user_id,
+                        consumer_id: consumer_id.to_string(),
+                        acked_seq: seq,
+                    });
+                }
+            }
+        }
+        self.flush().await;
+        let (acked, head) = self.cursor(user_id, consumer_id).await?;
+        let expected = match answered {
+            Some(Ok(acked_on_stream)) => acked_on_stream,
+            _ => seq,
+        };
+        if acked < expected {
+            return Err(ApiError::Unavailable(
+                "the ack could not be committed (the store is failing); retry".into(),
+            ));
+        }
+        if live.is_none() && self.shared() && seq > 0 {
+            notify::announce_ack(self.clone(), user_id, consumer_id, seq);
+        }
         Ok((acked, head))
     }
 

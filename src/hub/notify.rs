@@ -7,6 +7,9 @@
 //!   heads are announced); subscribers of those users read the new events from the store.
 //! - `c|origin|user|consumer`: a stream for this durable consumer opened on `origin`;
 //!   any older one elsewhere ends with ABORTED.
+//! - `a|origin|user|seq|consumer`: the Ack RPC committed this consumer's cursor; its
+//!   live stream, if on another server, releases its window (a lost one is made up by the
+//!   re-check that follows a listener reconnect: streams re-read their stored cursor).
 //! - `u|origin|json`: a user lifecycle change for UserActivity watchers, the domain
 //!   [`crate::model::UserChange`] as JSON (no protobuf below the edge). A server of an
 //!   older version, which sent hex-encoded protobuf here, and a newer one ignore each
@@ -96,6 +99,17 @@ fn handle(hub: &Hub, payload: &str) {
             let Ok(user_id) = user.parse() else { return };
             registry.replace_consumer(user_id, consumer.to_string());
         }
+        "a" => {
+            let Some((user_id, consumer, seq)) = parse_ack(rest) else {
+                return;
+            };
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                if let Some(stream) = hub.registry().consumer(user_id, consumer).await {
+                    stream.acked_elsewhere(seq);
+                }
+            });
+        }
         "u" => match serde_json::from_str::<UserChange>(rest) {
             Ok(change) => registry.user_changed(Arc::new(change)),
             Err(e) => tracing::debug!(error = %e, "ignored an unreadable user change notification"),
@@ -108,6 +122,22 @@ fn handle(hub: &Hub, payload: &str) {
 pub(crate) fn announce_consumer(hub: Hub, user_id: u64, consumer: String) {
     let payload = format!("c|{}|{user_id}|{consumer}", hub.origin());
     send(hub, payload);
+}
+
+/// Tells other servers that `consumer` acked up to `seq` (committed): its live stream,
+/// wherever it is, releases its window.
+pub(crate) fn announce_ack(hub: Hub, user_id: u64, consumer: &str, seq: u64) {
+    let payload = format!("a|{}|{user_id}|{seq}|{consumer}", hub.origin());
+    send(hub, payload);
+}
+
+/// The recipient, consumer and seq of an `a` notification.
+#[doc(hidden)] // public for the fuzz targets
+pub fn parse_ack(rest: &str) -> Option<(u64, String, u64)> {
+    let mut parts = rest.splitn(3, '|');
+    let user_id = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    Some((user_id, parts.next()?.to_string(), seq))
 }
 
 /// Tells other servers' watchers about a user change.

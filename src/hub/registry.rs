@@ -53,6 +53,15 @@ enum Msg {
         /// Consumer.
         consumer: String,
     },
+    /// The live stream of a durable consumer on this server, if any.
+    Consumer {
+        /// Recipient.
+        user_id: u64,
+        /// Consumer.
+        consumer: String,
+        /// Answer.
+        reply: oneshot::Sender<Option<SubscriptionHandle>>,
+    },
     /// The subscription actors of a recipient (introspection).
     Subscribers {
         /// Recipient.
@@ -151,6 +160,19 @@ impl RegistryHandle {
     /// Another server opened a stream for this durable consumer: end ours.
     pub(crate) fn replace_consumer(&self, user_id: u64, consumer: String) {
         let _ = self.0.cast(Msg::ReplaceConsumer { user_id, consumer });
+    }
+
+    /// The live stream of `consumer` of `user_id` on this server, if any.
+    pub(crate) async fn consumer(&self, user_id: u64, consumer: String) -> Option<SubscriptionHandle> {
+        let (reply, rx) = oneshot::channel();
+        self.0
+            .cast(Msg::Consumer {
+                user_id,
+                consumer,
+                reply,
+            })
+            .ok()?;
+        rx.await.ok().flatten()
     }
 
     /// The subscriptions of `user_id` right now (empty if the registry has stopped).
@@ -290,6 +312,13 @@ impl Actor for Registry {
                 if let Some(old) = state.consumers.remove(&(user_id, consumer)) {
                     old.replaced();
                 }
+            }
+            Msg::Consumer {
+                user_id,
+                consumer,
+                reply,
+            } => {
+                let _ = reply.send(state.consumers.get(&(user_id, consumer)).cloned());
             }
             Msg::Subscribers { user_id, reply } => {
                 let _ = reply.send(state.subs.get(&user_id).cloned().unwrap_or_default());

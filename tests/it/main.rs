@@ -19,3 +19,4 @@ mod sessions;
 mod shared_db;
 mod tls;
 mod users;
+mod web;

@@ -213,6 +213,15 @@ impl ActivityService for Bare {
         }))
     }
 
+    type FollowStream = BoxStream<apb::SubscribeResponse>;
+    async fn follow(&self, _: Request<apb::FollowRequest>) -> Result<Response<Self::FollowStream>, Status> {
+        Err(Status::unimplemented("the bare baseline measures Subscribe only"))
+    }
+
+    async fn ack(&self, _: Request<apb::AckRequest>) -> Result<Response<apb::Cursor>, Status> {
+        Err(Status::unimplemented("the bare baseline measures Subscribe only"))
+    }
+
     async fn get_cursor(&self, req: Request<apb::GetCursorRequest>) -> Result<Response<apb::Cursor>, Status> {
         let r = req.into_inner();
         let log = self.logs.get(&r.user_id);

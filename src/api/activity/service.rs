@@ -13,9 +13,9 @@ use crate::{
         Auth,
     },
     error::ApiError,
-    hub::{forward_requests, ClientInput, Hub},
+    hub::{forward_requests, ClientInput, Hub, StreamInput},
     lifecycle::{end_on_shutdown, ResponseStream},
-    model::Principal,
+    model::{AckMode, Principal},
     proto::activity::v1::{self as pb, activity_service_server::ActivityService, subscribe_request},
     store::events::PublishOutcome,
     users::Users,
@@ -196,6 +196,54 @@ impl ActivityService for ActivityApi {
             after_start,
         );
         Ok(Response::new(opened.stream))
+    }
+
+    type FollowStream = ResponseStream<pb::SubscribeResponse>;
+
+    async fn follow(&self, req: Request<pb::FollowRequest>) -> Result<Response<Self::FollowStream>, Status> {
+        let caller = self.auth.authenticate(req.metadata()).await?;
+        let Some(principal) = caller else {
+            authorize(None, Call::ReadEvents { recipient: 0 }, false)?;
+            return Err(Status::unauthenticated("missing credentials"));
+        };
+        let start = req
+            .into_inner()
+            .start
+            .ok_or_else(|| ApiError::invalid("start", "is required"))?;
+        let params = convert::start(start, principal.user_id, self.hub.config().default_window)?;
+        if params.ack_mode == AckMode::Explicit && params.consumer_id.is_none() {
+            return Err(ApiError::invalid(
+                "start.consumer_id",
+                "is required with ACK_MODE_EXPLICIT (the default): Ack calls name the consumer",
+            )
+            .into());
+        }
+        self.recipient(Some(&principal), params.user_id).await?;
+        let opened = self
+            .hub
+            .subscribe(params, |out| Ok(pb::SubscribeResponse::from(out)))
+            .await?;
+        // No request stream: the call lasts until the client goes or the stream ends.
+        let (closed, handle) = (opened.closed, opened.handle);
+        tokio::spawn(async move {
+            closed.closed().await;
+            handle.client_gone();
+        });
+        Ok(Response::new(opened.stream))
+    }
+
+    async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::Cursor>, Status> {
+        let caller = self.auth.authenticate(req.metadata()).await?;
+        let r = req.into_inner();
+        convert::validate_consumer_id("consumer_id", &r.consumer_id)?;
+        let recipient = self.recipient(caller.as_ref(), r.user_id).await?;
+        let (acked_seq, head_seq) = self.hub.ack(recipient, &r.consumer_id, r.seq).await?;
+        Ok(Response::new(pb::Cursor {
+            user_id: recipient,
+            consumer_id: r.consumer_id,
+            acked_seq,
+            head_seq,
+        }))
     }
 
     async fn list_events(

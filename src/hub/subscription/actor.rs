@@ -36,6 +36,9 @@ pub(super) enum Msg {
     Recheck,
     /// The client's cumulative ack.
     Ack(u64),
+    /// A cumulative ack made with the Ack RPC (here or on another server): answered with
+    /// the acked seq, or the highest seq sent when it is above that (the stream goes on).
+    RemoteAck(u64, Option<oneshot::Sender<Result<u64, u64>>>),
     /// A store read finished: the read and its events, or the status to end with.
     Page(Read, Result<Vec<StoredEvent>, Status>),
     /// Heartbeat timer.
@@ -142,6 +145,21 @@ impl Actor for Subscription {
             }
             Msg::Recheck => s.recheck(&myself),
             Msg::Ack(seq) => s.ack(&myself, seq),
+            Msg::RemoteAck(seq, reply) => {
+                let answer = match s.cursor.ack(seq) {
+                    Ok(moved) => {
+                        if moved {
+                            s.persist_ack();
+                            s.pump(&myself);
+                        }
+                        Ok(s.cursor.acked())
+                    }
+                    Err(e) => Err(e.highest_sent),
+                };
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer);
+                }
+            }
             Msg::Page(read, Ok(events)) => s.write_page(&myself, read, events),
             Msg::Page(_, Err(status)) => {
                 s.cursor.read_abandoned();
@@ -323,9 +341,15 @@ impl State {
     }
 
     /// Re-reads the head in a task, bounded by [`STORE_READ_LIMIT`]; it answers with
-    /// [`Msg::Head`].
+    /// [`Msg::Head`]. A durable consumer with explicit acks also re-reads its stored
+    /// cursor, so an Ack made on another server whose notification was missed still
+    /// releases the window ([`Msg::RemoteAck`]).
     fn recheck(&self, myself: &ActorRef<Msg>) {
         let (store, user_id, me) = (self.hub.store().clone(), self.user_id, myself.clone());
+        let consumer = self
+            .consumer_id
+            .clone()
+            .filter(|_| self.cursor.ack_mode() == AckMode::Explicit);
         tokio::spawn(async move {
             match tokio::time::timeout(STORE_READ_LIMIT, store.head_seq(user_id)).await {
                 Ok(Ok(head)) => {
@@ -333,6 +357,13 @@ impl State {
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "subscription head re-check failed"),
                 Err(_) => tracing::warn!("subscription head re-check timed out"),
+            }
+            if let Some(consumer) = consumer {
+                if let Ok(Ok(acked)) =
+                    tokio::time::timeout(STORE_READ_LIMIT, store.cursor(user_id, &consumer)).await
+                {
+                    let _ = me.cast(Msg::RemoteAck(acked, None));
+                }
             }
         });
     }

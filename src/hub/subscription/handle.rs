@@ -44,6 +44,20 @@ impl SubscriptionHandle {
         let _ = self.0.cast(Msg::Recheck);
     }
 
+    /// An ack made with the Ack RPC for this stream's consumer: `Some(Ok(acked))`, or
+    /// `Some(Err(highest_sent))` when `seq` is above what the stream sent (the stream goes
+    /// on); `None` if the actor has stopped.
+    pub(crate) async fn remote_ack(&self, seq: u64) -> Option<Result<u64, u64>> {
+        let (tx, rx) = oneshot::channel();
+        self.0.cast(Msg::RemoteAck(seq, Some(tx))).ok()?;
+        rx.await.ok()
+    }
+
+    /// An ack made on another server for this stream's consumer (already committed there).
+    pub(crate) fn acked_elsewhere(&self, seq: u64) {
+        let _ = self.0.cast(Msg::RemoteAck(seq, None));
+    }
+
     /// Heartbeat timer: an idle stream sends a heartbeat.
     pub(crate) fn tick(&self) {
         let _ = self.0.cast(Msg::Tick);
