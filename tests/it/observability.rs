@@ -112,7 +112,9 @@ async fn a_log_that_is_no_terminal_has_no_colour_and_the_startup_line_names_both
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_carry_the_rpc_span_and_never_a_secret() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let (mut child, ch) = spawn_server_logging(
+    let port = free_port();
+    let (mut child, ch) = spawn_server_on(
+        port,
         &db,
         &["--log-level", "debug", "--log-format", "json"],
         Stdio::piped(),
@@ -163,6 +165,18 @@ async fn logs_carry_the_rpc_span_and_never_a_secret() {
     let forged = format!("{}x", login.access_token);
     let bad = users.get_user(authed(crate::helpers::by_id(me), &forged)).await;
     assert_eq!(bad.unwrap_err().code(), Code::Unauthenticated);
+
+    // Nor is the token an EventSource passes as a query parameter, good or forged.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let path = |t: &str| format!("/v1/users/0/events/stream?accessToken={t}");
+    let mut sse = crate::web::client::sse(addr, &path(&login.access_token), &[]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.message().await.unwrap().event.as_deref(), Some("subscribed"));
+    drop(sse);
+    let refused = crate::web::client::get(addr, &path(&forged), None).await;
+    assert_eq!(refused.status, 401);
+    let me = crate::web::client::get(addr, "/v1/me", Some(&login.access_token)).await;
+    assert_eq!(me.status, 200);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = child.start_kill();
