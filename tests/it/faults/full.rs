@@ -73,8 +73,17 @@ async fn a_full_store_loses_nothing_acknowledged(b: Backend) {
         ServingStatus::NotServing as i32,
         "while writes fail"
     );
+    // The HTTP readiness probe says the same.
+    let ready = crate::web::client::get(s.addr, "/readyz", None).await;
+    assert_eq!(ready.status, 503, "/readyz while writes fail: {ready:?}");
+    assert_eq!(
+        crate::web::client::get(s.addr, "/healthz", None).await.status,
+        200
+    );
 
     set_full(b, &s, pg.as_ref(), false).await;
+    health_becomes(&s.channel, ServingStatus::Serving, "space freed").await;
+    assert_eq!(crate::web::client::get(s.addr, "/readyz", None).await.status, 200);
     load.finish(s, &db, "after space was freed").await;
 }
 
