@@ -212,6 +212,19 @@ pub struct ServeConfig {
     #[arg(long, env = "HUB_INBOX_MERGE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub inbox_merge_interval: Duration,
 
+    /// Servers sharing one PostgreSQL tell each other about commits, consumer takeovers,
+    /// acks and user changes over this NATS server (`nats://HOST:PORT`, NATS core, no
+    /// JetStream), published after each commit. PostgreSQL stays the only truth: while the
+    /// bus is down, servers poll the store every second (live delivery slows, nothing is
+    /// lost or reordered). Default: none, PostgreSQL LISTEN/NOTIFY (sent after commit).
+    #[arg(long, env = "HUB_CLUSTER_BUS")]
+    pub cluster_bus: Option<String>,
+
+    /// This server's name in logs and metrics (`activity_hub_build_info{node=...}`);
+    /// 1-64 characters of [A-Za-z0-9_.-]. Default: generated at start.
+    #[arg(long, env = "HUB_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Most publishes committed in one transaction (group commit). A batch closes at this
     /// size (or 32 MiB of payload) or when the previous commit finishes, whichever comes
     /// first; larger batches raise throughput under load, smaller ones cap commit latency.
@@ -371,6 +384,31 @@ impl ServeConfig {
                 return err(
                     "--bootstrap-admin-email (HUB_BOOTSTRAP_ADMIN_EMAIL)",
                     "must look like local@domain",
+                );
+            }
+        }
+        if let Some(bus) = &self.cluster_bus {
+            let flag = "--cluster-bus (HUB_CLUSTER_BUS)";
+            let host = bus.strip_prefix("nats://").unwrap_or("");
+            if host.is_empty() || host.contains(['/', ' ']) {
+                return err(flag, "must be nats://HOST:PORT, e.g. nats://127.0.0.1:4222");
+            }
+            if crate::store::Backend::of_url(&self.database_url) != crate::store::Backend::Postgres {
+                return err(
+                    flag,
+                    "needs a PostgreSQL --database-url: a SQLite store is one server's, with nobody to tell",
+                );
+            }
+        }
+        if let Some(node) = &self.node_id {
+            let ok = (1..=64).contains(&node.len())
+                && node
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            if !ok {
+                return err(
+                    "--node-id (HUB_NODE_ID)",
+                    "must be 1-64 characters of [A-Za-z0-9_.-]",
                 );
             }
         }
@@ -535,6 +573,25 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_cluster_bus_is_nats_on_postgres_and_node_ids_are_names() {
+        let check = |args: &[&str]| {
+            ServeConfig::from_args(args.iter().copied())
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        let pg = ["--database-url", "postgres://hub@127.0.0.1/hub"];
+        assert!(check(&[pg[0], pg[1], "--cluster-bus", "nats://127.0.0.1:4222"]).is_ok());
+        let e = check(&["--cluster-bus", "nats://127.0.0.1:4222"]).unwrap_err();
+        assert!(e.contains("--cluster-bus") && e.contains("PostgreSQL"), "{e}");
+        let e = check(&[pg[0], pg[1], "--cluster-bus", "127.0.0.1:4222"]).unwrap_err();
+        assert!(e.contains("nats://HOST:PORT"), "{e}");
+        assert!(check(&["--node-id", "hub-1.eu"]).is_ok());
+        let e = check(&["--node-id", "hub 1"]).unwrap_err();
+        assert!(e.contains("--node-id"), "{e}");
     }
 
     #[test]

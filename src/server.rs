@@ -157,6 +157,7 @@ impl App {
                 retention_interval: config.retention_interval,
                 idempotency_window: config.idempotency_window,
                 inbox_merge_interval: config.inbox_merge_interval,
+                cluster_bus: config.cluster_bus.clone(),
             },
             streams_shutdown.clone(),
         )
@@ -209,7 +210,7 @@ impl App {
             &self.config.bootstrap_admin_password,
         ) {
             (Some(email), Some(password)) if !has_admin => {
-                let admin = self
+                let created = self
                     .users
                     .create(CreateUser {
                         email: email.clone(),
@@ -219,9 +220,17 @@ impl App {
                         last_name: String::new(),
                         roles: Roles::only(Role::Admin),
                     })
-                    .await
-                    .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
-                tracing::info!(user_id = admin.id, email = %admin.email, "created the bootstrap admin (username `admin`)");
+                    .await;
+                match created {
+                    Ok(admin) => {
+                        tracing::info!(user_id = admin.id, email = %admin.email, "created the bootstrap admin (username `admin`)")
+                    }
+                    // Servers of one deployment starting together race to create it.
+                    Err(e) if self.users.has_admin().await.unwrap_or(false) => {
+                        tracing::info!(reason = %e, "another server created the bootstrap admin")
+                    }
+                    Err(e) => return Err(ServerError::Bootstrap(e.to_string())),
+                }
             }
             (_, _) if !has_admin => tracing::warn!(
                 "the store has no admin: restart with --bootstrap-admin-email and \

@@ -322,8 +322,8 @@ fn wide_notifications(b: &Batch) {
     check_notifications(b.origin, &next);
 }
 
-/// `next` (each recipient's next free seq) announced as NOTIFY payloads and parsed back
-/// by the listener's own code.
+/// `next` (each recipient's new head) announced as cluster notifications and parsed
+/// back by the receiver's own code.
 fn check_notifications(origin: u128, next: &HashMap<u64, u64>) {
     let origin = format!("{origin:032x}");
     let payloads = plan::heads_notifications(&origin, next);
@@ -354,6 +354,6 @@ fn check_notifications(origin: u128, next: &HashMap<u64, u64>) {
         "recipients missing from the notifications"
     );
     for (u, head) in &announced {
-        assert_eq!(*head, next[u] - 1, "user {u}'s announced head");
+        assert_eq!(*head, next[u], "user {u}'s announced head");
     }
 }

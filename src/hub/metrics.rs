@@ -29,6 +29,14 @@ pub const STALLS: &str = "hub_subscription_stalls_total";
 pub const LAG: &str = "hub_subscriber_lag_events";
 /// Deliveries removed by retention.
 pub const PRUNED: &str = "hub_retention_pruned_deliveries_total";
+/// 1 while the cluster bus delivers messages (always 1 for a server alone on its store).
+pub const BUS_UP: &str = "hub_cluster_bus_up";
+/// Messages sent to other servers over the cluster bus.
+pub const BUS_SENT: &str = "hub_cluster_messages_sent_total";
+/// Messages received from other servers over the cluster bus.
+pub const BUS_RECEIVED: &str = "hub_cluster_messages_received_total";
+/// Fallback polls of the store for the heads and cursors of this server's streams.
+pub const BUS_POLLS: &str = "hub_cluster_polls_total";
 
 /// Buckets of [`BATCH_SIZE`].
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 8192.0];
@@ -63,6 +71,19 @@ pub fn register() {
         "Times a subscription fell behind and switched to reading the store."
     );
     describe_counter!(PRUNED, "Deliveries removed by retention.");
+    describe_gauge!(
+        BUS_UP,
+        "1 while the cluster bus (NATS or PostgreSQL NOTIFY) delivers; 0 while servers fall back to polling the store."
+    );
+    describe_counter!(BUS_SENT, "Messages sent to other servers over the cluster bus.");
+    describe_counter!(
+        BUS_RECEIVED,
+        "Messages received from other servers over the cluster bus."
+    );
+    describe_counter!(
+        BUS_POLLS,
+        "Polls of the store for the heads and cursors of this server's streams (the cluster bus's safety net)."
+    );
     describe_counter!(crate::limits::RATE_LIMITED, "Calls refused by a rate limit.");
     for c in [
         PUBLISHED,
@@ -72,12 +93,32 @@ pub fn register() {
         ACKS,
         STALLS,
         PRUNED,
+        BUS_SENT,
+        BUS_RECEIVED,
+        BUS_POLLS,
     ] {
         metrics::counter!(c).increment(0);
     }
     for g in [SUBSCRIPTIONS, WATCHERS, LAG] {
         metrics::gauge!(g).increment(0.0);
     }
+    metrics::gauge!(BUS_UP).set(1.0);
+}
+
+pub(crate) fn bus_up(up: bool) {
+    metrics::gauge!(BUS_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+pub(crate) fn bus_sent() {
+    metrics::counter!(BUS_SENT).increment(1);
+}
+
+pub(crate) fn bus_received() {
+    metrics::counter!(BUS_RECEIVED).increment(1);
+}
+
+pub(crate) fn bus_polled() {
+    metrics::counter!(BUS_POLLS).increment(1);
 }
 
 pub(crate) fn committed(publishes: usize, deliveries: usize, acks: usize, took: Duration) {

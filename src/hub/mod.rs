@@ -26,6 +26,7 @@
 //! [`crate::users`] (the sink trait), [`crate::error`], [`crate::lifecycle`] and
 //! [`crate::limits`] (a metric name).
 
+mod bus;
 pub mod metrics;
 pub mod notify;
 pub mod persistence;
@@ -51,7 +52,7 @@ use crate::{
     model::{SubInfo, SubscribeParams, WatchChange},
     store::{
         events::{AckRecord, NewEvent, Pruned, PublishOutcome, StoredEvent},
-        Backend, Store,
+        Store,
     },
     users::ChangeSink,
 };
@@ -80,6 +81,9 @@ pub struct HubConfig {
     /// SQLite: how often committed deliveries waiting in `inbox_tail` are merged into
     /// `inbox` when fewer than [`MERGE_ROWS`](persistence::MERGE_ROWS) are waiting.
     pub inbox_merge_interval: Duration,
+    /// `--cluster-bus`: the NATS URL servers sharing PostgreSQL talk over; `None` =
+    /// PostgreSQL NOTIFY (or nobody, on SQLite).
+    pub cluster_bus: Option<String>,
 }
 
 /// Live counters, for tests and metrics.
@@ -100,7 +104,7 @@ struct Inner {
     persistence: PersistenceHandle,
     registry: RegistryHandle,
     supervisor: SupervisorHandle,
-    origin: String,
+    bus: bus::Bus,
     shutdown: CancellationToken,
 }
 
@@ -180,11 +184,12 @@ impl Hub {
     ) -> Result<Hub, ApiError> {
         let stats = Arc::new(HubStats::default());
         let origin = uuid::Uuid::now_v7().simple().to_string();
+        let bus = bus::Bus::connect(&store, config.cluster_bus.as_deref(), origin).await?;
         let (supervisor, registry, persistence) = SupervisorHandle::start(supervisor::Args {
             store: store.clone(),
             config: config.clone(),
             stats: stats.clone(),
-            origin: origin.clone(),
+            bus: bus.clone(),
         })
         .await
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
@@ -196,7 +201,7 @@ impl Hub {
                 persistence,
                 registry,
                 supervisor,
-                origin,
+                bus,
                 shutdown,
             }),
         };
@@ -222,7 +227,7 @@ impl Hub {
 
     /// Whether other servers may share the store (PostgreSQL), so changes are announced.
     pub(crate) fn shared(&self) -> bool {
-        self.inner.store.backend() == Backend::Postgres
+        self.inner.bus.shared()
     }
 
     pub(crate) fn registry(&self) -> &RegistryHandle {
@@ -240,7 +245,11 @@ impl Hub {
     }
 
     pub(crate) fn origin(&self) -> &str {
-        &self.inner.origin
+        self.inner.bus.origin()
+    }
+
+    pub(crate) fn bus(&self) -> &bus::Bus {
+        &self.inner.bus
     }
 
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {

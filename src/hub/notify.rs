@@ -1,27 +1,33 @@
-//! Servers sharing one PostgreSQL database keep each other's streams live with
-//! LISTEN/NOTIFY on the deployment's channel (`activity_hub_<deployment id>`: channels are
-//! database-wide, so deployments in other schemas of the database never hear it). Messages, each tagged with the
-//! sending server's `origin` so a server ignores its own:
+//! The messages servers sharing one PostgreSQL send each other over the cluster bus
+//! ([`super::bus`]: NATS core, or LISTEN/NOTIFY on the deployment's channel
+//! `activity_hub_<deployment id>`, database-wide, so deployments in other schemas never
+//! hear each other), and the loops that receive them. Each is tagged with the sending
+//! server's `origin` so a server ignores its own:
 //!
-//! - `h|origin|user:head,...`: sent inside each commit transaction (so only committed
-//!   heads are announced); subscribers of those users read the new events from the store.
+//! - `h|origin|user:head,...`: sent after each commit; subscribers of those users read
+//!   the new events from the store.
 //! - `c|origin|user|consumer`: a stream for this durable consumer opened on `origin`;
 //!   any older one elsewhere ends with ABORTED.
 //! - `a|origin|user|seq|consumer`: the Ack RPC committed this consumer's cursor; its
-//!   live stream, if on another server, releases its window (a lost one is made up by the
-//!   re-check that follows a listener reconnect: streams re-read their stored cursor).
+//!   live stream, if on another server, releases its window.
 //! - `u|origin|json`: a user lifecycle change for UserActivity watchers, the domain
 //!   [`crate::model::UserChange`] as JSON (no protobuf below the edge). A server of an
 //!   older version, which sent hex-encoded protobuf here, and a newer one ignore each
 //!   other's user changes; commits and takeovers are understood across versions.
 //!
-//! NOTIFY is best effort across reconnects: after the listener reconnects, every
-//! subscriber re-reads its head from the store, so a missed notification delays an
-//! event but never loses it.
+//! Every message is best effort: the bus's poll ([`spawn_poller`]) reads the heads and
+//! cursors of this server's streams from the store, so a lost message delays an event
+//! or a window's release by at most the poll interval, and after the bus comes back every
+//! stream re-checks its head and cursor.
 
 use std::sync::Arc;
 
-use super::Hub;
+use futures_util::StreamExt;
+
+use super::{
+    bus::{POLL_DEGRADED, POLL_HEALTHY},
+    Hub,
+};
 use crate::{error::ApiError, model::UserChange};
 
 /// Longest user-change payload sent whole; above it the user's free text is left out.
@@ -29,8 +35,78 @@ use crate::{error::ApiError, model::UserChange};
 /// bounded well below this by the spec's field limits.
 const USER_CHANGE_MAX: usize = 7000;
 
-/// Starts listening (returns once LISTEN is in place) and spawns the receive loop.
+/// Starts receiving other servers' messages (returns once subscribed, or once LISTEN is
+/// in place) and the fallback poll.
 pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
+    if !hub.bus().shared() {
+        return Ok(());
+    }
+    if let Some((client, subject)) = hub.bus().nats() {
+        let mut sub = client
+            .subscribe(subject.to_string())
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("cluster bus: {e}").into()))?;
+        spawn_nats_watch(hub.clone());
+        let token = hub.shutdown_token().clone();
+        let h = hub.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = token.cancelled() => return,
+                    m = sub.next() => m,
+                };
+                match msg {
+                    Some(m) => match std::str::from_utf8(&m.payload) {
+                        Ok(text) => handle(&h, text),
+                        Err(_) => tracing::debug!("ignored a cluster message that is not UTF-8"),
+                    },
+                    None => return,
+                }
+            }
+        });
+    } else {
+        spawn_pg_listener(hub.clone()).await?;
+    }
+    spawn_poller(hub);
+    Ok(())
+}
+
+/// Follows the NATS connection: while it is down the poll runs every [`POLL_DEGRADED`];
+/// when it comes back every stream re-checks its head and cursor.
+fn spawn_nats_watch(hub: Hub) {
+    let Some((client, _)) = hub.bus().nats() else {
+        return;
+    };
+    let client = client.clone();
+    let token = hub.shutdown_token().clone();
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut warned = false;
+        loop {
+            let up = client.connection_state() == async_nats::connection::State::Connected;
+            if hub.bus().set_up(up) && up {
+                tracing::info!("cluster bus (NATS) connected");
+                // Messages sent while it was down are lost: every stream re-checks.
+                hub.registry().recheck();
+                warned = false;
+            }
+            // The first connection takes a moment: only a bus still down after it is news.
+            if !up && !warned && started.elapsed() > std::time::Duration::from_secs(2) {
+                tracing::warn!(
+                    "cluster bus (NATS) unreachable: polling the store every {POLL_DEGRADED:?} until it returns"
+                );
+                warned = true;
+            }
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        }
+    });
+}
+
+/// LISTEN on the deployment's channel (returns once in place) and the receive loop.
+async fn spawn_pg_listener(hub: Hub) -> Result<(), ApiError> {
     let Some(mut listener) = hub.store().listener().await? else {
         return Ok(());
     };
@@ -46,15 +122,23 @@ pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
                 m = listener.try_recv() => m,
             };
             match msg {
-                Ok(Some(n)) => handle(&hub, n.payload()),
+                Ok(Some(n)) => {
+                    if hub.bus().set_up(true) {
+                        tracing::info!("PostgreSQL notifications flow again");
+                        hub.registry().recheck();
+                    }
+                    handle(&hub, n.payload())
+                }
                 // The connection dropped and sqlx reconnects: anything sent meanwhile is
                 // lost, so every subscriber re-reads its head.
                 Ok(None) => {
                     tracing::warn!("lost the PostgreSQL notification connection; reconnecting");
+                    hub.bus().set_up(false);
                     hub.registry().recheck();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "notification listener error; retrying");
+                    hub.bus().set_up(false);
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                     hub.registry().recheck();
                 }
@@ -62,6 +146,27 @@ pub(crate) async fn spawn_listener(hub: Hub) -> Result<(), ApiError> {
         }
     });
     Ok(())
+}
+
+/// The bus's safety net: reads the heads and cursors of this server's streams from the
+/// store every [`POLL_HEALTHY`], or [`POLL_DEGRADED`] while the bus is down.
+fn spawn_poller(hub: Hub) {
+    let token = hub.shutdown_token().clone();
+    tokio::spawn(async move {
+        loop {
+            let every = if hub.bus().is_up() {
+                POLL_HEALTHY
+            } else {
+                POLL_DEGRADED
+            };
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            hub.registry().poll(hub.store().clone());
+            super::metrics::bus_polled();
+        }
+    });
 }
 
 /// A notification's kind, origin and the rest.
@@ -89,6 +194,7 @@ fn handle(hub: &Hub, payload: &str) {
     if origin == hub.origin() {
         return;
     }
+    super::metrics::bus_received();
     let registry = hub.registry();
     match kind {
         "h" => registry.heads(parse_heads(rest)),
@@ -170,11 +276,7 @@ fn user_change_payload(change: &UserChange) -> Option<String> {
 }
 
 fn send(hub: Hub, payload: String) {
-    tokio::spawn(async move {
-        if let Err(e) = hub.store().notify(&payload).await {
-            tracing::warn!(error = %e, "could not notify other servers");
-        }
-    });
+    hub.bus().send(payload);
 }
 
 #[cfg(test)]

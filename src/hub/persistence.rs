@@ -70,7 +70,8 @@ pub(crate) struct Args {
     pub(crate) store: Store,
     pub(crate) registry: RegistryHandle,
     pub(crate) config: HubConfig,
-    pub(crate) origin: String,
+    /// Told of each commit's new heads, after the commit.
+    pub(crate) bus: super::bus::Bus,
 }
 
 /// The running persistence actor.
@@ -332,7 +333,7 @@ impl State {
         let store = self.args.store.clone();
         let registry = self.args.registry.clone();
         let window = self.args.config.idempotency_window;
-        let origin = self.args.origin.clone();
+        let bus = self.args.bus.clone();
         let me = myself.clone();
         tokio::spawn(async move {
             let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
@@ -340,7 +341,7 @@ impl State {
             let cutoff = now.saturating_sub(window.as_micros() as i64);
             let started = std::time::Instant::now();
             let mut written = 0u64;
-            match store.commit_batch(&items, &acks, now, cutoff, &origin).await {
+            match store.commit_batch(&items, &acks, now, cutoff).await {
                 Ok(outcomes) => {
                     let committed: Vec<_> = outcomes
                         .iter()
@@ -355,6 +356,7 @@ impl State {
                     written = deliveries as u64;
                     super::metrics::committed(committed.len(), deliveries, acks.len(), started.elapsed());
                     if !committed.is_empty() {
+                        bus.committed(&committed);
                         registry.committed(committed);
                     }
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {

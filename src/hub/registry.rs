@@ -53,6 +53,9 @@ enum Msg {
         /// Consumer.
         consumer: String,
     },
+    /// The cluster bus's safety net: read the heads and cursors of every recipient with a
+    /// stream here from `store`, as if every message about them had arrived.
+    Poll(crate::store::Store),
     /// The live stream of a durable consumer on this server, if any.
     Consumer {
         /// Recipient.
@@ -162,6 +165,12 @@ impl RegistryHandle {
         let _ = self.0.cast(Msg::ReplaceConsumer { user_id, consumer });
     }
 
+    /// Reads the heads and cursors of this server's streams from `store` (in a task) and
+    /// routes them like the bus's messages.
+    pub(crate) fn poll(&self, store: crate::store::Store) {
+        let _ = self.0.cast(Msg::Poll(store));
+    }
+
     /// The live stream of `consumer` of `user_id` on this server, if any.
     pub(crate) async fn consumer(&self, user_id: u64, consumer: String) -> Option<SubscriptionHandle> {
         let (reply, rx) = oneshot::channel();
@@ -268,7 +277,7 @@ impl Actor for Registry {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Msg>,
+        myself: ActorRef<Msg>,
         msg: Msg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
@@ -311,6 +320,13 @@ impl Actor for Registry {
             Msg::ReplaceConsumer { user_id, consumer } => {
                 if let Some(old) = state.consumers.remove(&(user_id, consumer)) {
                     old.replaced();
+                }
+            }
+            Msg::Poll(store) => {
+                let users: Vec<u64> = state.subs.keys().copied().collect();
+                let consumers = state.consumers.clone();
+                if !users.is_empty() {
+                    tokio::spawn(poll(store, myself.clone(), users, consumers));
                 }
             }
             Msg::Consumer {
@@ -450,3 +466,50 @@ impl State {
 
 #[cfg(test)]
 mod tests;
+
+/// Recipients per poll query.
+const POLL_CHUNK: usize = 5_000;
+
+/// One poll of the store: new heads go to the registry as [`Msg::Heads`] (streams take
+/// only heads above what they know), stored cursors of live consumers to their streams
+/// as acks made elsewhere (ignored unless ahead).
+async fn poll(
+    store: crate::store::Store,
+    registry: ActorRef<Msg>,
+    users: Vec<u64>,
+    consumers: HashMap<(u64, String), SubscriptionHandle>,
+) {
+    for chunk in users.chunks(POLL_CHUNK) {
+        match store.heads_of(chunk).await {
+            Ok(heads) if !heads.is_empty() => {
+                let _ = registry.cast(Msg::Heads(heads));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "polling the heads failed");
+                return;
+            }
+        }
+    }
+    if consumers.is_empty() {
+        return;
+    }
+    let mut owners: Vec<u64> = consumers.keys().map(|(u, _)| *u).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    for chunk in owners.chunks(POLL_CHUNK) {
+        match store.cursors_of(chunk).await {
+            Ok(cursors) => {
+                for (user, consumer, acked) in cursors {
+                    if let Some(stream) = consumers.get(&(user, consumer)) {
+                        stream.acked_elsewhere(acked);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "polling the cursors failed");
+                return;
+            }
+        }
+    }
+}

@@ -54,7 +54,7 @@ pub(crate) struct Args {
     pub(crate) store: Store,
     pub(crate) config: HubConfig,
     pub(crate) stats: std::sync::Arc<HubStats>,
-    pub(crate) origin: String,
+    pub(crate) bus: super::bus::Bus,
 }
 
 /// The actor.
@@ -95,7 +95,7 @@ impl Actor for Supervisor {
                 store: args.store,
                 registry: registry.clone(),
                 config: args.config,
-                origin: args.origin,
+                bus: args.bus,
             },
             myself.get_cell(),
         )
@@ -263,9 +263,10 @@ mod tests {
                 retention_interval: Duration::from_secs(3600),
                 idempotency_window: Duration::from_secs(60),
                 inbox_merge_interval: Duration::from_secs(1),
+                cluster_bus: None,
             },
             stats: Arc::new(HubStats::default()),
-            origin: "test".into(),
+            bus: crate::hub::bus::Bus::alone("test".into()),
         })
         .await
         .expect("hub actors start")

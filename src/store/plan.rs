@@ -5,7 +5,7 @@
 //! - [`sized_chunks`]: how a batch's rows split into multi-row statements.
 //! - [`recipient_counts`] and [`assign_seqs`]: each recipient's new seqs, gap-free and in
 //!   publish order, from the heads the store returns.
-//! - [`heads_notifications`]: the new heads as PostgreSQL NOTIFY payloads.
+//! - [`heads_notifications`]: the new heads as cluster notifications (NOTIFY or NATS).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -116,14 +116,14 @@ pub fn assign_seqs<'a>(
         .collect()
 }
 
-/// `h|<origin>|user:head,...` messages of at most [`NOTIFY_PAYLOAD_MAX`] bytes.
-/// `next` maps each recipient to its next free seq, so its head is `next - 1`.
-pub fn heads_notifications(origin: &str, next: &HashMap<u64, u64>) -> Vec<String> {
+/// `h|<origin>|user:head,...` messages of at most [`NOTIFY_PAYLOAD_MAX`] bytes, one
+/// item per (recipient, new head).
+pub fn heads_notifications(origin: &str, heads: &HashMap<u64, u64>) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = format!("h|{origin}|");
     let base = cur.len();
-    for (u, n) in next {
-        let item = format!("{u}:{}", n.saturating_sub(1));
+    for (u, head) in heads {
+        let item = format!("{u}:{head}");
         if cur.len() > base && cur.len() + item.len() + 1 > NOTIFY_PAYLOAD_MAX {
             out.push(std::mem::replace(&mut cur, format!("h|{origin}|")));
         }
@@ -198,7 +198,7 @@ mod tests {
 
     #[test]
     fn notifications_stay_under_the_payload_limit() {
-        let next: HashMap<u64, u64> = (0..5_000u64).map(|u| (u64::MAX - u, u + 1)).collect();
+        let next: HashMap<u64, u64> = (0..5_000u64).map(|u| (u64::MAX - u, u)).collect();
         let msgs = heads_notifications("origin-1", &next);
         assert!(msgs.len() > 1);
         let mut seen = 0;

@@ -32,15 +32,15 @@ pub(super) async fn follow(
     headers: &HeaderMap,
     meta: CallMeta,
 ) -> Response {
+    // The header wins: an EventSource created with `lastEventId=N` sends the newer seq
+    // it has seen in the header when it reconnects by itself.
     let from_param = take(&mut query, "lastEventId");
-    let last_event_id = match from_param {
-        Some(v) => Some(("lastEventId", v)),
-        None => headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| ("Last-Event-ID", v.trim().to_string())),
-    };
+    let from_header = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| ("Last-Event-ID", v.trim().to_string()));
+    let last_event_id = from_header.or(from_param.map(|v| ("lastEventId", v)));
     if let Some((name, id)) = last_event_id {
         let Ok(seq) = id.parse::<u64>() else {
             return api_error(ApiError::invalid(name, format!("{id:?} is not an event seq")));

@@ -6,6 +6,7 @@ mod auth;
 mod bench;
 mod cli;
 mod client;
+mod cluster;
 mod crash;
 mod durability;
 mod faults;

@@ -27,13 +27,10 @@ impl Store {
         acks: &[AckRecord],
         now: i64,
         idempotency_cutoff: i64,
-        origin: &str,
     ) -> StoreResult<Vec<PublishOutcome>> {
         let mut batch = Batch::new(items);
         // Every way the write ends, committed or not, passes through `track`.
-        let written = self
-            .write_batch(&mut batch, acks, now, idempotency_cutoff, origin)
-            .await;
+        let written = self.write_batch(&mut batch, acks, now, idempotency_cutoff).await;
         self.track(written)?;
         Ok(batch.into_outcomes())
     }
@@ -46,19 +43,17 @@ impl Store {
         acks: &[AckRecord],
         now: i64,
         idempotency_cutoff: i64,
-        origin: &str,
     ) -> StoreResult<()> {
         let mut tx = WriteTx::begin(&self.writer).await?;
         batch.find_earlier_keys(&mut tx, idempotency_cutoff).await?;
         batch.refuse_missing_recipients(&mut tx).await?;
         batch.claim_keys(&mut tx, now, idempotency_cutoff).await?;
-        let (next, planned) = batch.advance_heads(&mut tx).await?;
+        let (_, planned) = batch.advance_heads(&mut tx).await?;
         batch.make_bodies(now, planned);
         batch.insert_events(&mut tx).await?;
         batch.insert_deliveries(&mut tx).await?;
         batch.record_keys(&mut tx).await?;
         apply_acks(&mut tx, acks, now).await?;
-        self.notify_heads(&mut tx, origin, &next).await?;
         match tx.commit().await {
             Err(StoreError::CommitUnknown(e)) => self.settle_unknown_commit(batch, e).await,
             done => done,

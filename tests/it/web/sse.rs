@@ -92,10 +92,21 @@ async fn event_source_resumes_across_a_restart_losing_and_repeating_nothing(b: B
     s.publish_all(&publisher, numbered(alice.id, 1)).await;
     assert_eq!(seqs(&mut rx, 1).await, [4]);
     drop(rx);
-    // The same through the lastEventId parameter (a page re-creating its EventSource).
+    // The same through the lastEventId parameter (a page re-creating its EventSource)...
     let mut rx = sse(s.addr, &stream_path(&token, "&lastEventId=3"), &[]).await;
     subscribed(&mut rx).await;
     assert_eq!(seqs(&mut rx, 1).await, [4]);
+    drop(rx);
+    // ...whose own reconnection later sends the newer seq it saw in the header: that wins.
+    s.publish_all(&publisher, numbered(alice.id, 1)).await;
+    let mut rx = sse(
+        s.addr,
+        &stream_path(&token, "&lastEventId=3"),
+        &[("last-event-id", "4")],
+    )
+    .await;
+    subscribed(&mut rx).await;
+    assert_eq!(seqs(&mut rx, 1).await, [5]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
