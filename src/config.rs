@@ -344,6 +344,14 @@ pub struct ConfigError {
 }
 
 impl ServeConfig {
+    /// `--node-id`, or a name generated once per process (`hub-` and 8 hex digits).
+    pub fn node(&self) -> &str {
+        static GENERATED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        self.node_id
+            .as_deref()
+            .unwrap_or_else(|| GENERATED.get_or_init(|| format!("hub-{:08x}", rand::random::<u32>())))
+    }
+
     /// A configuration from command-line style arguments (without the `serve` word);
     /// used by tests and embedders to get exactly the defaults of the binary.
     pub fn from_args<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString> + Clone>(

@@ -45,10 +45,12 @@ fn main() -> ExitCode {
 /// Runs the server on a validated `config`.
 async fn serve(mut config: ServeConfig) -> Result<(), Box<dyn std::error::Error>> {
     let telemetry = activity_hub::telemetry::init(&config)?;
+    let node = config.node().to_string();
+    config.node_id = Some(node.clone());
     if config.metrics_listen != "off" {
         let addr: std::net::SocketAddr = config.metrics_listen.parse()?;
         // The bound address (port 0 picks one) is what the startup line names.
-        config.metrics_listen = activity_hub::metrics::serve(addr).await?.to_string();
+        config.metrics_listen = activity_hub::metrics::serve(addr, &node).await?.to_string();
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

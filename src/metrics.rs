@@ -27,7 +27,7 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Installs the recorder and serves it on `addr`; returns the bound address (port 0
 /// picks one). Call once per process, inside the runtime; errors name the flag.
-pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {
+pub async fn serve(addr: SocketAddr, node: &str) -> Result<SocketAddr, String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("--metrics-listen {addr}: {e}"))?;
@@ -37,7 +37,7 @@ pub async fn serve(addr: SocketAddr) -> Result<SocketAddr, String> {
     let handle = install()?;
     let process = metrics_process::Collector::default();
     process.describe();
-    build_info();
+    build_info(node);
     let scrape = move || {
         process.collect();
         handle.run_upkeep();
@@ -81,8 +81,8 @@ fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| format!("installing the metrics recorder: {e}"))
 }
 
-/// Sets [`BUILD_INFO`] to 1 with this build's labels.
-fn build_info() {
+/// Sets [`BUILD_INFO`] to 1 with this build's labels and the server's `--node-id`.
+fn build_info(node: &str) {
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -93,7 +93,8 @@ fn build_info() {
     ::metrics::gauge!(BUILD_INFO,
         "version" => env!("CARGO_PKG_VERSION"),
         "target" => target,
-        "profile" => profile)
+        "profile" => profile,
+        "node" => node.to_string())
     .set(1.0);
 }
 

@@ -385,6 +385,7 @@ pub async fn serve(
     if let Some(addr) = addr {
         tracing::info!(
             %addr,
+            node = %app.config.node(),
             metrics = %app.config.metrics_listen,
             database = %redact(&app.config.database_url),
             tls = app.config.tls_cert.is_some(),

@@ -315,7 +315,7 @@ async fn metrics_are_served_at_slash_metrics_only() {
 /// time) and `activity_hub_build_info` naming the running version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn process_metrics_and_build_info_are_scraped() {
-    let (_db, _child, _ch, port) = hub_with_metrics(&[]).await;
+    let (_db, _child, _ch, port) = hub_with_metrics(&["--node-id", "hub-7.test"]).await;
     let text = scrape(port).await;
     for (name, at_least) in [
         ("process_cpu_seconds_total", 0.0),
@@ -336,6 +336,11 @@ async fn process_metrics_and_build_info_are_scraped() {
         "activity_hub_build_info{{version=\"{version}\",...}} 1 is not in the scrape:\n{text}"
     );
     assert!(text.contains("activity_hub_build_info{") && text.contains("profile=\""));
+    assert_eq!(
+        series(&text, "activity_hub_build_info", &[("node", "hub-7.test")]),
+        Some(1.0),
+        "--node-id names the server in its metrics:\n{text}"
+    );
 }
 
 /// A client that drops its own Subscribe stream ends the call as `ClientCanceled`: not a
