@@ -178,6 +178,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(db: &TestDb, extra: &[&str]) -> TestServer {
+        TestServer::start_at(db, extra, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// [`TestServer::start`] listening on `addr`: a server restarted on the port of a
+    /// stopped one, under clients that reconnect to it. Waits (up to 5 s) for the port to
+    /// be free; std and tokio set SO_REUSEADDR, so the old connections' TIME_WAIT does not
+    /// hold it.
+    pub async fn start_at(db: &TestDb, extra: &[&str], addr: SocketAddr) -> TestServer {
         // RUST_LOG=... shows the server's logs when debugging a test.
         if std::env::var_os("RUST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -191,7 +199,7 @@ impl TestServer {
         let stream_stats = app.stream_stats();
         let hub = app.hub.clone();
         let store = app.store.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = bind(addr).await;
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(app, listener, async {
@@ -303,6 +311,20 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `addr`, retrying for up to 5 s while it is in use (a just-stopped server's port).
+async fn bind(addr: SocketAddr) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("bind {addr}: {e}"),
         }
     }
 }

@@ -20,6 +20,7 @@ const ACK_RETRY_MS = 1000;
 const BACKOFF_MAX_MS = 10000;
 const FEED_MAX = 1000; // rendered items kept; older ones are removed from the page
 const REFRESH_RETRY_MS = 5000;
+const CALL_TIMEOUT_MS = 15000; // a REST call not answered by then has failed
 const ROLES_THAT_PUBLISH = ['USER_ROLE_PUBLISHER', 'USER_ROLE_ADMIN'];
 const CODE_ABORTED = 10; // a newer stream took over this consumer (another tab)
 const CODE_UNAUTHENTICATED = 16;
@@ -72,10 +73,12 @@ async function api(method, path, body, { auth = true } = {}) {
   for (let attempt = 0; ; attempt++) {
     const headers = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
+    let token = null;
     if (auth) {
       if (!session) throw new ApiError(401, 'not logged in', CODE_UNAUTHENTICATED);
-      if (session.expiresAtMs - Date.now() < 5000) await refresh();
-      headers.authorization = `Bearer ${session.accessToken}`;
+      if (stale()) await refresh();
+      token = session.accessToken;
+      headers.authorization = `Bearer ${token}`;
     }
     let res;
     try {
@@ -84,12 +87,14 @@ async function api(method, path, body, { auth = true } = {}) {
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         cache: 'no-store',
+        signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
       });
     } catch (e) {
       throw new ApiError(0, `the hub cannot be reached (${e.message})`);
     }
     if (res.status === 401 && auth && attempt === 0 && session) {
-      await refresh();
+      // Unless a refresh has replaced the token since this call was sent.
+      if (session.accessToken === token) await refresh();
       continue;
     }
     const text = await res.text();
@@ -112,6 +117,7 @@ async function api(method, path, body, { auth = true } = {}) {
 function saveSession(answer) {
   session = {
     accessToken: answer.accessToken,
+    receivedAtMs: Date.now(),
     expiresAtMs: Date.parse(answer.expiresAt),
     refreshToken: answer.refreshToken,
     refreshExpiresAtMs: Date.parse(answer.refreshExpiresAt),
@@ -130,6 +136,14 @@ function loadSession() {
   }
   sessionStorage.removeItem(SESSION_KEY);
   return null;
+}
+
+/** Whether the access token is past its refresh point and so near its expiry that a call
+ *  should refresh it first (the timer below may have been late: background tabs' timers
+ *  are throttled). */
+function stale() {
+  const lifetime = session.expiresAtMs - (session.receivedAtMs || 0);
+  return session.expiresAtMs - Date.now() < Math.min(5000, lifetime / 4);
 }
 
 /** Refreshes at about 3/4 of the access token's remaining lifetime. */
@@ -174,14 +188,18 @@ async function login(identifier, password) {
   startSession();
 }
 
-async function logout() {
-  const had = session;
-  stopStream();
-  if (had) {
-    // Best effort: the session ends here either way.
-    await api('POST', '/v1/auth/logout', {}).catch(() => {});
-  }
+function logout() {
+  const token = session && session.accessToken;
   endSession(null);
+  if (token) {
+    // Best effort, not awaited: the session has ended here either way.
+    fetch('/v1/auth/logout', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: '{}',
+      signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
+    }).catch(() => {});
+  }
 }
 
 /** Clears everything of the session and shows the login form, with `message` if given. */
@@ -562,9 +580,7 @@ $('login-form').addEventListener('submit', async (e) => {
   }
 });
 
-$('logout').addEventListener('click', () => {
-  logout();
-});
+$('logout').addEventListener('click', logout);
 
 $('resume').addEventListener('click', () => {
   $('resume').hidden = true;
@@ -586,7 +602,7 @@ $('publish-form').addEventListener('submit', async (e) => {
 session = loadSession();
 if (!session) {
   endSession(null);
-} else if (session.expiresAtMs - Date.now() < 5000) {
+} else if (stale()) {
   // A reload after the access token expired. If the hub cannot be reached now, the feed's
   // reconnection refreshes it later; a refused refresh has ended the session.
   refresh()

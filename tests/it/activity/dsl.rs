@@ -140,6 +140,13 @@ impl Server {
         Server { server, db }
     }
 
+    /// [`Server::on`] listening on `addr`: a restart on a stopped server's port, under
+    /// clients (a browser) that reconnect to the same address.
+    pub async fn on_at(db: Arc<TestDb>, flags: &[&str], addr: std::net::SocketAddr) -> Server {
+        let server = TestServer::start_at(&db, flags, addr).await;
+        Server { server, db }
+    }
+
     /// The store, to start another server on it.
     pub fn db(&self) -> Arc<TestDb> {
         self.db.clone()

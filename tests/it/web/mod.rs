@@ -5,6 +5,7 @@
 
 pub mod client;
 
+mod console;
 mod cors;
 mod follow;
 mod grpc_web;
