@@ -179,7 +179,10 @@ impl AuthService for AuthApi {
         if !ok {
             return Err(ApiError::Unauthenticated("old_password: wrong password".into()).into());
         }
-        self.users.set_password(caller.user_id, r.new_password).await?;
+        // Sessions end before the password changes (two writes, not one transaction):
+        // should the process die between them, the sessions are gone and the password is
+        // the old one, which a retry changes; never a new password with stolen sessions
+        // still alive.
         self.auth
             .sessions()
             .revoke_user(
@@ -188,6 +191,7 @@ impl AuthService for AuthApi {
                 Revocation::PasswordChanged,
             )
             .await?;
+        self.users.set_password(caller.user_id, r.new_password).await?;
         Ok(Response::new(()))
     }
 
@@ -197,11 +201,13 @@ impl AuthService for AuthApi {
         if r.user_id == 0 {
             return Err(ApiError::invalid("user_id", "is required").into());
         }
-        self.users.set_password(r.user_id, r.new_password).await?;
+        crate::users::validate_new_password(&r.new_password)?;
+        // Sessions first, as in ChangePassword: a crash between leaves them ended.
         self.auth
             .sessions()
             .revoke_user(r.user_id, None, Revocation::PasswordSet)
             .await?;
+        self.users.set_password(r.user_id, r.new_password).await?;
         Ok(Response::new(()))
     }
 
