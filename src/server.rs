@@ -166,6 +166,10 @@ impl App {
         // The hub's UserActivity watchers hear about every user write.
         let users = Users::new(store.clone(), user_cache.clone(), hasher, Arc::new(hub.clone()));
         let sessions = Arc::new(Sessions::new(store.clone(), config.refresh_token_ttl));
+        // Revocations travel over the cluster bus both ways.
+        hub.on_sessions_revoked(sessions.wake_handle());
+        let announcer = hub.clone();
+        sessions.on_revocation(Box::new(move || announcer.sessions_revoked()));
         sessions.spawn_poller(streams_shutdown.clone());
         let auth = Auth::new(tokens, sessions, users.clone(), limits);
         let activity_api = ActivityApi::new(

@@ -58,6 +58,10 @@ pub struct Sessions {
     store: Store,
     refresh_ttl: Duration,
     known: DashMap<Arc<str>, Known>,
+    /// Wakes the poller at once (another server said it revoked sessions).
+    wake: Arc<tokio::sync::Notify>,
+    /// Tells the other servers that sessions were revoked here (the cluster bus).
+    announce: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 fn hash(token: &str) -> String {
@@ -86,6 +90,25 @@ impl Sessions {
             store,
             refresh_ttl,
             known: DashMap::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            announce: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What another server's revocation message should wake: the poller reads the
+    /// revocations at once instead of at its next tick.
+    pub fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
+    }
+
+    /// Called after every revocation here, to tell the other servers (set once).
+    pub fn on_revocation(&self, announce: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.announce.set(announce);
+    }
+
+    fn announce(&self) {
+        if let Some(a) = self.announce.get() {
+            a();
         }
     }
 
@@ -131,6 +154,7 @@ impl Sessions {
             )),
             Rotation::Reused { session_id, user_id } => {
                 self.mark_ended(&session_id, user_id);
+                self.announce();
                 tracing::warn!(
                     user_id,
                     session_id,
@@ -185,6 +209,7 @@ impl Sessions {
     pub async fn revoke(&self, session_id: &str, user_id: u64, why: Revocation) -> Result<(), ApiError> {
         self.store.revoke_session(session_id, why, now_micros()).await?;
         self.mark_ended(session_id, user_id);
+        self.announce();
         Ok(())
     }
 
@@ -204,6 +229,7 @@ impl Sessions {
         }
         if !ids.is_empty() {
             tracing::info!(user_id, sessions = ids.len(), reason = ?why, "sessions revoked");
+            self.announce();
         }
         Ok(ids.len())
     }
@@ -241,6 +267,7 @@ impl Sessions {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
+                    _ = this.wake.notified() => {}
                 }
                 match this.poll().await {
                     Ok(_) => {

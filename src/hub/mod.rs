@@ -106,6 +106,8 @@ struct Inner {
     supervisor: SupervisorHandle,
     bus: bus::Bus,
     shutdown: CancellationToken,
+    /// Woken by other servers' session revocations.
+    sessions_wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 /// Handle to the running hub; cheap to clone.
@@ -203,6 +205,7 @@ impl Hub {
                 supervisor,
                 bus,
                 shutdown,
+                sessions_wake: std::sync::OnceLock::new(),
             }),
         };
         if hub.shared() {
@@ -372,6 +375,24 @@ impl Hub {
             notify::announce_ack(self.clone(), user_id, consumer_id, seq);
         }
         Ok((acked, head))
+    }
+
+    /// Sessions were revoked here: the other servers re-read revocations at once.
+    pub fn sessions_revoked(&self) {
+        if self.shared() {
+            self.inner.bus.send(format!("s|{}|", self.origin()));
+        }
+    }
+
+    /// What another server's `s` message wakes (the session poller).
+    pub fn on_sessions_revoked(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = self.inner.sessions_wake.set(wake);
+    }
+
+    pub(crate) fn wake_sessions(&self) {
+        if let Some(w) = self.inner.sessions_wake.get() {
+            w.notify_one();
+        }
     }
 
     /// Waits until everything queued so far (publishes and acks) is committed.

@@ -10,6 +10,8 @@
 //!   any older one elsewhere ends with ABORTED.
 //! - `a|origin|user|seq|consumer`: the Ack RPC committed this consumer's cursor; its
 //!   live stream, if on another server, releases its window.
+//! - `s|origin|`: sessions were revoked on `origin`: re-read the revocations now (each
+//!   server also polls them every second).
 //! - `u|origin|json`: a user lifecycle change for UserActivity watchers, the domain
 //!   [`crate::model::UserChange`] as JSON (no protobuf below the edge). A server of an
 //!   older version, which sent hex-encoded protobuf here, and a newer one ignore each
@@ -216,6 +218,7 @@ fn handle(hub: &Hub, payload: &str) {
                 }
             });
         }
+        "s" => hub.wake_sessions(),
         "u" => match serde_json::from_str::<UserChange>(rest) {
             Ok(change) => registry.user_changed(Arc::new(change)),
             Err(e) => tracing::debug!(error = %e, "ignored an unreadable user change notification"),

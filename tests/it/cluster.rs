@@ -159,6 +159,39 @@ async fn three_servers_share_live_delivery_consumers_and_acks_over_nats() {
     assert_eq!(on_c.event().await.seq, 2, "the unacked event again, on C");
     crate::activity::dsl::publish_stream(&b, &token, numbered(me, 1)).await;
     assert_eq!(on_c.event().await.seq, 3);
+
+    // A logout on A travels over the bus; B and C refuse the session's token.
+    let (doomed, _) = admin(&a).await;
+    activity_hub::proto::auth::v1::auth_service_client::AuthServiceClient::new(a.clone())
+        .logout(authed(Default::default(), &doomed))
+        .await
+        .expect("logout on A");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let m = bus.next().await.expect("bus subscription open");
+            if m.payload.starts_with(b"s|") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("A announced the revocation on NATS");
+    for (name, ch) in [("B", &b), ("C", &c)] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let r = activity_hub::proto::auth::v1::auth_service_client::AuthServiceClient::new(ch.clone())
+                .who_am_i(authed((), &doomed))
+                .await;
+            match r {
+                Err(s) if s.code() == Code::Unauthenticated => break,
+                _ => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name} still accepts the ended session: {r:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
