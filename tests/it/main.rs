@@ -6,6 +6,7 @@ mod auth;
 mod bench;
 mod cli;
 mod client;
+mod client_balance;
 mod cluster;
 mod crash;
 mod durability;

@@ -13,7 +13,49 @@ use activity_hub_proto::{
 
 use tokio_stream::StreamExt as _;
 
-use crate::{Client, ClientError};
+use crate::{endpoint::Lease, Client, ClientError};
+
+/// A UserActivity stream ([`Client::watch_users`]): the changes as they happen. Read it
+/// with [`UserWatch::message`] or as a `Stream`.
+pub struct UserWatch {
+    stream: tonic::Streaming<upb::UserActivityEvent>,
+    /// Its endpoint's in-flight count, held until the stream ends or is dropped.
+    lease: Option<Lease>,
+}
+
+impl UserWatch {
+    /// The next change; `None` when the server ended the stream.
+    pub async fn message(&mut self) -> Result<Option<upb::UserActivityEvent>, tonic::Status> {
+        let next = self.stream.message().await;
+        if !matches!(next, Ok(Some(_))) {
+            self.lease = None;
+        }
+        next
+    }
+}
+
+impl futures_util::Stream for UserWatch {
+    type Item = Result<upb::UserActivityEvent, tonic::Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = std::pin::Pin::new(&mut self.stream).poll_next(cx);
+        if matches!(next, std::task::Poll::Ready(None | Some(Err(_)))) {
+            self.lease = None;
+        }
+        next
+    }
+}
+
+impl std::fmt::Debug for UserWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserWatch")
+            .field("endpoint", &self.lease.as_ref().map(|l| l.uri.as_str()))
+            .finish()
+    }
+}
 
 impl Client {
     /// Logs in by email (or username, when `identifier` has no `@`); returns the access
@@ -155,11 +197,9 @@ impl Client {
 
     /// Opens a UserActivity stream watching `user_ids` (`[0]` = everyone, for admins and
     /// moderators): user changes as they happen. Not resumed after a disconnect (the
-    /// stream has no positions to resume from); the stream ends with the error.
-    pub async fn watch_users(
-        &self,
-        user_ids: &[u64],
-    ) -> Result<tonic::Streaming<upb::UserActivityEvent>, ClientError> {
+    /// stream has no positions to resume from); the stream ends with the error. While
+    /// open it counts as in flight on its endpoint (for `least_pending`).
+    pub async fn watch_users(&self, user_ids: &[u64]) -> Result<UserWatch, ClientError> {
         let watch: Vec<upb::UserActivityRequest> = user_ids
             .iter()
             .map(|&user_id| upb::UserActivityRequest {
@@ -169,7 +209,7 @@ impl Client {
             .collect();
         // The request side stays open (ending it would end the call) until the stream drops.
         let requests = tokio_stream::iter(watch).chain(tokio_stream::pending());
-        let node = &self.inner.nodes[self.pick()];
+        let node = self.pick()?;
         let (metadata, _, ()) = self.request(()).into_parts();
         let req = tonic::Request::from_parts(metadata, tonic::Extensions::default(), requests);
         let res = UserServiceClient::new(node.channel.clone())
@@ -179,7 +219,10 @@ impl Client {
             !matches!(&res, Err(s) if crate::endpoint::transient(s)),
             &self.inner.cfg,
         );
-        Ok(res?.into_inner())
+        Ok(UserWatch {
+            stream: res?.into_inner(),
+            lease: Some(node),
+        })
     }
 
     /// A user by id, email or username (retried on transient failures).
@@ -234,13 +277,14 @@ impl Client {
         .await
     }
 
-    /// grpc.health.v1 status of every endpoint, checked now: `(uri, status name)`.
+    /// grpc.health.v1 status of every endpoint, checked now: `(uri, status name)`; a
+    /// `dns:` target that resolves to nothing is listed as `UNRESOLVED (why)`.
     pub async fn health(&self) -> Vec<(String, String)> {
         use tonic_health::pb::{
             health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
         };
         let mut out = Vec::new();
-        for node in &self.inner.nodes {
+        for node in self.inner.pool.nodes().iter() {
             let mut req = self.request(HealthCheckRequest::default());
             req.set_timeout(self.inner.cfg.deadline);
             let status = match HealthClient::new(node.channel.clone()).check(req).await {
@@ -250,6 +294,9 @@ impl Client {
                 Err(s) => format!("UNREACHABLE ({})", s.message()),
             };
             out.push((node.uri.clone(), status));
+        }
+        for (target, why) in self.inner.pool.unresolved() {
+            out.push((target, format!("UNRESOLVED ({why})")));
         }
         out
     }

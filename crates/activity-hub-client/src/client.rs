@@ -1,34 +1,26 @@
-//! [`Client`]: channels to every endpoint, a health checker per endpoint, round-robin
-//! balancing over healthy endpoints whose breaker admits a call, the bearer token, and
-//! unary calls with deadlines and retries. The typed calls are in `calls`, streams in
-//! `subscription`.
+//! [`Client`]: the pool of endpoints (static ones and those `discovery` resolves from
+//! DNS, each with its health checker), the bearer token, and unary calls with deadlines
+//! and retries over the endpoint `balance` picks. The typed calls are in `calls`, streams
+//! in `subscription`.
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, RwLock,
-    },
-    time::Duration,
-};
+use std::sync::{atomic::AtomicUsize, Arc, RwLock};
 
 use activity_hub_proto::AUTHORIZATION;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    metadata::MetadataValue,
-    transport::{Channel, Endpoint},
-    Request, Status,
-};
+use tonic::{metadata::MetadataValue, transport::Channel, Request, Status};
 
 use crate::{
     config::backoff,
-    endpoint::{transient, Node},
+    discovery::{self, Pool},
+    endpoint::transient,
     ClientConfig, ClientError, EndpointStatus,
 };
 
 pub(crate) struct Inner {
     pub(crate) cfg: ClientConfig,
-    pub(crate) nodes: Vec<Node>,
-    next: AtomicUsize,
+    pub(crate) pool: Pool,
+    /// The round-robin counter.
+    pub(crate) next: AtomicUsize,
     token: RwLock<Option<String>>,
     pub(crate) session: crate::session::SessionSlot,
     pub(crate) stop: CancellationToken,
@@ -48,70 +40,39 @@ pub struct Client {
 
 impl Client {
     /// Channels to every endpoint (connected lazily, so a server that is down now is
-    /// used once it comes up) and a health checker per endpoint.
+    /// used once it comes up) and a health checker per endpoint. `dns:` names are
+    /// resolved once before this returns; one that does not resolve yet is tried again
+    /// in the background (calls fail UNAVAILABLE while no endpoint at all is known).
+    ///
+    /// Errors: [`ClientError::Config`] for no endpoints, a malformed one, or bad TLS.
     pub async fn connect(cfg: ClientConfig) -> Result<Client, ClientError> {
         if cfg.endpoints.is_empty() {
             return Err(ClientError::Config("at least one endpoint is required".into()));
         }
-        let mut nodes = Vec::new();
-        for uri in &cfg.endpoints {
-            let mut ep = Endpoint::from_shared(uri.clone())
-                .map_err(|e| ClientError::Config(format!("endpoint {uri}: {e}")))?
-                .connect_timeout(cfg.connect_timeout)
-                .http2_keep_alive_interval(cfg.keepalive)
-                .keep_alive_timeout(cfg.keepalive)
-                .keep_alive_while_idle(true)
-                .tcp_nodelay(true);
-            if let Some(tls) = &cfg.tls {
-                ep = ep
-                    .tls_config(tls.clone())
-                    .map_err(|e| ClientError::Config(format!("endpoint {uri}: TLS: {e}")))?;
-            }
-            nodes.push(Node::new(uri.clone(), ep.connect_lazy()));
-        }
+        let stop = CancellationToken::new();
+        let pool = Pool::new(&cfg, &stop)?;
         let token = RwLock::new(cfg.token.clone());
         let client = Client {
             inner: Arc::new(Inner {
                 cfg,
-                nodes,
+                pool,
                 next: AtomicUsize::new(0),
                 token,
                 session: Default::default(),
-                stop: CancellationToken::new(),
+                stop,
             }),
         };
-        client.spawn_health_checks();
+        let inner = &client.inner;
+        for node in inner.pool.nodes().iter() {
+            node.spawn_health_check(inner.cfg.health_interval);
+        }
+        let names = inner.pool.dns_targets();
+        futures_util::future::join_all(names.iter().map(|&t| discovery::resolve(inner, t))).await;
+        for t in names {
+            discovery::spawn_resolver(inner, t);
+        }
         client.spawn_refresher();
         Ok(client)
-    }
-
-    fn spawn_health_checks(&self) {
-        use tonic_health::pb::{
-            health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
-        };
-        for i in 0..self.inner.nodes.len() {
-            let weak = Arc::downgrade(&self.inner);
-            let stop = self.inner.stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Some(inner) = weak.upgrade() else { return };
-                    let interval = inner.cfg.health_interval;
-                    let node = &inner.nodes[i];
-                    let mut req = Request::new(HealthCheckRequest::default());
-                    req.set_timeout(interval.min(Duration::from_secs(2)));
-                    let ok = HealthClient::new(node.channel.clone())
-                        .check(req)
-                        .await
-                        .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32);
-                    node.healthy.store(ok, Ordering::Relaxed);
-                    drop(inner);
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(interval) => {}
-                    }
-                }
-            });
-        }
     }
 
     /// Replaces the bearer token sent with every call.
@@ -119,30 +80,10 @@ impl Client {
         *self.inner.token.write().unwrap_or_else(|e| e.into_inner()) = token;
     }
 
-    /// Each endpoint's health, breaker and counters.
+    /// Each endpoint's health, breaker and counters, in list order (a `dns:` target's
+    /// addresses in the order of its last resolution).
     pub fn endpoints(&self) -> Vec<EndpointStatus> {
-        self.inner.nodes.iter().map(Node::status).collect()
-    }
-
-    /// The next endpoint, round robin over healthy ones whose breaker admits a call;
-    /// if none does, over all of them (a wrong "all down" verdict must not stop traffic).
-    pub(crate) fn pick(&self) -> usize {
-        let n = self.inner.nodes.len();
-        let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        for k in 0..n {
-            let i = (start + k) % n;
-            let node = &self.inner.nodes[i];
-            if node.healthy.load(Ordering::Relaxed) && node.admit() {
-                return i;
-            }
-        }
-        for k in 0..n {
-            let i = (start + k) % n;
-            if self.inner.nodes[i].admit() {
-                return i;
-            }
-        }
-        start % n
+        self.inner.pool.nodes().iter().map(|n| n.status()).collect()
     }
 
     /// `msg` with the bearer token, if there is one.
@@ -182,13 +123,18 @@ impl Client {
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
-            let node = &self.inner.nodes[self.pick()];
             let generation = self.inner.session.generation();
-            let mut req = self.request(msg.clone());
-            req.set_timeout(self.inner.cfg.deadline);
-            let res = call(node.channel.clone(), req).await;
+            let res = match self.pick() {
+                Ok(node) => {
+                    let mut req = self.request(msg.clone());
+                    req.set_timeout(self.inner.cfg.deadline);
+                    let res = call(node.channel.clone(), req).await;
+                    node.record(!matches!(&res, Err(s) if transient(s)), &self.inner.cfg);
+                    res
+                }
+                Err(none) => Err(none),
+            };
             let failed = matches!(&res, Err(s) if transient(s));
-            node.record(!failed, &self.inner.cfg);
             attempt += 1;
             match res {
                 Ok(r) => return Ok(r.into_inner()),

@@ -5,11 +5,24 @@ use std::time::Duration;
 
 use tonic::{transport::ClientTlsConfig, Status};
 
+use crate::{Balance, Resolver};
+
 /// How a [`Client`](crate::Client) connects and behaves.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `http://HOST:PORT` or `https://HOST:PORT`, one per server.
+    /// The servers: each `http://HOST:PORT` or `https://HOST:PORT` (one server), or
+    /// `dns:///NAME:PORT` (also spelled `dns://NAME:PORT`): every address NAME resolves
+    /// to (A and AAAA records), followed as they change; `https` when [`tls`](Self::tls)
+    /// is set, with certificates checked against NAME.
     pub endpoints: Vec<String>,
+    /// How calls and streams are spread over the endpoints that are up.
+    pub balance: Balance,
+    /// How often `dns:` names are resolved again (they also are soon after one of their
+    /// addresses is ejected or a resolution failed). The system resolver does not report
+    /// the records' TTL: set this to about the TTL.
+    pub dns_refresh: Duration,
+    /// What resolves `dns:` names (default: the system's resolver).
+    pub resolver: Resolver,
     /// Bearer token sent with every call (see also [`Client::set_token`](crate::Client::set_token)).
     pub token: Option<String>,
     /// TLS settings for `https://` endpoints (CA, client identity for mTLS, domain).
@@ -35,11 +48,15 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults for `endpoints`: 5 s deadlines, 4 attempts, backoff 50 ms..2 s, breaker
-    /// opens after 3 failures for 2 s, health checked every 2 s.
+    /// Defaults for `endpoints`: round robin, 5 s deadlines, 4 attempts, backoff
+    /// 50 ms..2 s, breaker opens after 3 failures for 2 s, health checked every 2 s, DNS
+    /// names resolved again every 30 s.
     pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(endpoints: I) -> ClientConfig {
         ClientConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
+            balance: Balance::RoundRobin,
+            dns_refresh: Duration::from_secs(30),
+            resolver: Resolver::system(),
             token: None,
             tls: None,
             connect_timeout: Duration::from_secs(3),
@@ -52,6 +69,28 @@ impl ClientConfig {
             breaker_cooldown: Duration::from_secs(2),
             health_interval: Duration::from_secs(2),
         }
+    }
+
+    /// This configuration with balancing policy `balance`.
+    pub fn with_balance(mut self, balance: Balance) -> ClientConfig {
+        self.balance = balance;
+        self
+    }
+
+    /// This configuration with `dns:` names resolved again every `every`.
+    pub fn with_dns_refresh(mut self, every: Duration) -> ClientConfig {
+        self.dns_refresh = every;
+        self
+    }
+
+    /// This configuration with `dns:` names resolved by `resolve(name, port)` instead of
+    /// the system resolver (service discovery of the application's own, tests).
+    pub fn with_resolver(
+        mut self,
+        resolve: impl Fn(&str, u16) -> crate::Resolution + Send + Sync + 'static,
+    ) -> ClientConfig {
+        self.resolver = Resolver::new(resolve);
+        self
     }
 }
 

@@ -1,5 +1,5 @@
-//! A Rust client for activity-hub: several endpoints with client-side load balancing,
-//! health checks, a circuit breaker per endpoint, retries with backoff for idempotent
+//! A Rust client for activity-hub: several endpoints (listed, or the addresses of a DNS
+//! name) with client-side load balancing, health checks, a circuit breaker per endpoint, retries with backoff for idempotent
 //! calls, per-call deadlines, bearer tokens, TLS, and a [`Subscription`] stream that
 //! survives disconnects and resumes exactly after the last event it yielded.
 //!
@@ -26,9 +26,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`ClientConfig`] and [`ClientError`] (`config`); endpoints, breakers and
-//! which failures are transient (`endpoint`); [`Client`] itself, balancing and retries
-//! (`client`); its typed calls (`calls`); [`Subscription`] and the Subscribe handshake
+//! Modules: [`ClientConfig`] and [`ClientError`] (`config`); which endpoints exist,
+//! static or resolved from DNS and followed as the records change (`discovery`, with
+//! [`Resolver`]); one endpoint's channel, health checker, breaker and in-flight count,
+//! and which failures are transient (`endpoint`); which endpoint a call takes
+//! ([`Balance`]: round robin, pick first, least pending; `balance`); [`Client`] itself
+//! and retries (`client`); its typed calls (`calls`); [`Subscription`] and the Subscribe handshake
 //! [`OpenStream`] (`subscription`); sessions that refresh themselves (`session`); the
 //! tokens `activity-hub login` saves ([`token`]);
 //! and, with the `cli` feature, the command-line commands ([`cli`]).
@@ -38,9 +41,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
+mod balance;
 mod calls;
 mod client;
 mod config;
+mod discovery;
 mod endpoint;
 mod session;
 mod subscription;
@@ -50,7 +55,10 @@ pub mod token;
 pub mod cli;
 
 pub use activity_hub_proto as proto;
+pub use balance::Balance;
+pub use calls::UserWatch;
 pub use client::Client;
 pub use config::{ClientConfig, ClientError};
+pub use discovery::{Resolution, Resolver};
 pub use endpoint::{BreakerState, EndpointStatus};
 pub use subscription::{ConnectionState, Delivery, OpenStream, Pruned, SubscribeOptions, Subscription};

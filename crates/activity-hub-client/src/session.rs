@@ -143,7 +143,7 @@ impl Client {
                 "no session to refresh; log in again",
             )));
         };
-        let node = &self.inner.nodes[self.pick()];
+        let node = self.pick()?;
         let mut req = Request::new(RefreshRequest { refresh_token: token });
         req.set_timeout(self.inner.cfg.deadline);
         let res = AuthServiceClient::new(node.channel.clone()).refresh(req).await;

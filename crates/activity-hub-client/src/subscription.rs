@@ -301,74 +301,99 @@ struct Channels {
     state: watch::Sender<ConnectionState>,
 }
 
-async fn run_subscription(client: Client, opts: SubscribeOptions, ch: Channels, stop: CancellationToken) {
-    let Channels { tx, mut acks, state } = ch;
-    // The last seq handed to the application: later connections resume right after it.
-    let mut last: Option<u64> = None;
-    let mut attempt = 0u32;
-    // Since when no stream could be opened (for `give_up_after`).
-    let mut failing_since: Option<Instant> = None;
+/// Where a subscription stands between connections.
+#[derive(Default)]
+struct Progress {
+    /// The last seq handed to the application: later connections resume right after it.
+    last: Option<u64>,
+    /// Consecutive failed connections.
+    attempt: u32,
+    /// Since when no stream could be opened (for `give_up_after`).
+    failing_since: Option<Instant>,
+}
+
+async fn run_subscription(client: Client, opts: SubscribeOptions, mut ch: Channels, stop: CancellationToken) {
+    let mut at = Progress::default();
     loop {
         let start = apb::Start {
             user_id: opts.user_id,
             consumer_id: opts.consumer_id.clone(),
             types: opts.types.clone(),
-            start_from: match last {
+            start_from: match at.last {
                 Some(_) => apb::StartFrom::Seq as i32,
                 None => opts.start_from as i32,
             },
-            after_seq: last.unwrap_or(opts.after_seq),
+            after_seq: at.last.unwrap_or(opts.after_seq),
             window: opts.window,
             ack_mode: apb::AckMode::Explicit as i32,
         };
-        let node = &client.inner.nodes[client.pick()];
         let generation = client.inner.session.generation();
-        // A stream has no deadline: only the token goes along.
-        let (metadata, _, ()) = client.request(()).into_parts();
-        let opened = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = OpenStream::open(node.channel.clone(), start, metadata, 64) => r,
-        };
-        let failure = match opened {
-            Err(s) => s,
-            Ok(stream) => {
-                attempt = 0;
-                failing_since = None;
-                node.record(true, &client.inner.cfg);
-                state.send_replace(ConnectionState::Connected {
-                    endpoint: node.uri.clone(),
-                });
-                match follow(stream, &mut last, &tx, &mut acks, &stop).await {
-                    Ended::Stopped => return,
-                    Ended::Failed(s) => s,
-                }
-            }
+        let Some((failure, endpoint)) = connect_once(&client, start, &mut at, &mut ch, &stop).await else {
+            return;
         };
         // An expired token: refresh the session (once per token) and reconnect.
         let refreshed = failure.code() == Code::Unauthenticated
             && client.inner.session.active()
             && client.refresh_after(Some(generation)).await.is_ok();
-        let since = *failing_since.get_or_insert_with(Instant::now);
+        let since = *at.failing_since.get_or_insert_with(Instant::now);
         let given_up = opts.give_up_after.is_some_and(|d| since.elapsed() >= d);
         if given_up || (!refreshed && !reconnectable(&failure)) {
-            let _ = tx.send(Err(failure)).await;
+            let _ = ch.tx.send(Err(failure)).await;
             return;
         }
-        if transient(&failure) {
-            node.record(false, &client.inner.cfg);
-        }
-        attempt += 1;
-        state.send_replace(ConnectionState::Retrying {
-            endpoint: node.uri.clone(),
+        at.attempt += 1;
+        ch.state.send_replace(ConnectionState::Retrying {
+            endpoint,
             error: format!("{:?}: {}", failure.code(), failure.message()),
-            attempt,
+            attempt: at.attempt,
         });
-        let wait = backoff(&client.inner.cfg, attempt).max(retry_after(&failure).unwrap_or_default());
+        let wait = backoff(&client.inner.cfg, at.attempt).max(retry_after(&failure).unwrap_or_default());
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// One connection: picks an endpoint (the stream counts as in flight there until it
+/// ends), opens the stream and follows it. `None` when the application stopped, else why
+/// the connection ended and its endpoint.
+async fn connect_once(
+    client: &Client,
+    start: apb::Start,
+    at: &mut Progress,
+    ch: &mut Channels,
+    stop: &CancellationToken,
+) -> Option<(Status, String)> {
+    let node = match client.pick() {
+        Ok(node) => node,
+        Err(none) => return Some((none, String::new())),
+    };
+    // A stream has no deadline: only the token goes along.
+    let (metadata, _, ()) = client.request(()).into_parts();
+    let opened = tokio::select! {
+        _ = stop.cancelled() => return None,
+        r = OpenStream::open(node.channel.clone(), start, metadata, 64) => r,
+    };
+    let failure = match opened {
+        Err(s) => s,
+        Ok(stream) => {
+            at.attempt = 0;
+            at.failing_since = None;
+            node.record(true, &client.inner.cfg);
+            ch.state.send_replace(ConnectionState::Connected {
+                endpoint: node.uri.clone(),
+            });
+            match follow(stream, &mut at.last, &ch.tx, &mut ch.acks, stop).await {
+                Ended::Stopped => return None,
+                Ended::Failed(s) => s,
+            }
+        }
+    };
+    if transient(&failure) {
+        node.record(false, &client.inner.cfg);
+    }
+    Some((failure, node.uri.clone()))
 }
 
 /// Passes one connection's events to the application (skipping any it already had) and

@@ -2,14 +2,17 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{builder::TypedValueParser as _, Args, Subcommand, ValueEnum};
+
+use crate::Balance;
 
 /// Options every client command takes.
 #[derive(Clone, Debug, Args)]
 pub struct Conn {
-    /// Server: `http://HOST:PORT`, `https://HOST:PORT`, or `HOST:PORT` (https when --ca
-    /// or --cert is given, else http); repeat or separate with commas for several (calls
-    /// are balanced).
+    /// Server: `http://HOST:PORT`, `https://HOST:PORT`, `HOST:PORT` (https when --ca or
+    /// --cert is given, else http), or `dns:///NAME:PORT` (every address NAME resolves
+    /// to, resolved again as it changes); repeat or separate with commas for several
+    /// (calls are balanced, see --balance).
     #[arg(
         long = "server",
         env = "HUB_SERVER",
@@ -18,6 +21,18 @@ pub struct Conn {
         global = true
     )]
     pub servers: Vec<String>,
+    /// How calls are spread over the servers that are up: `round_robin` (in turn),
+    /// `pick_first` (the first in --server order, then the next while it is down), or
+    /// `least_pending` (of two drawn at random, the one with fewer calls in flight).
+    #[arg(
+        long,
+        env = "HUB_BALANCE",
+        default_value = "round_robin",
+        value_parser = clap::builder::PossibleValuesParser::new(Balance::NAMES)
+            .map(|s| s.parse::<Balance>().expect("one of the names")),
+        global = true
+    )]
+    pub balance: Balance,
     /// Access token (default: the one `activity-hub login` saved).
     #[arg(long, env = "HUB_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
@@ -338,4 +353,45 @@ pub enum PasswordCmd {
         #[arg(long, env = "HUB_NEW_PASSWORD", hide_env_values = true)]
         new_password: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    fn conn(args: &[&str]) -> Result<Conn, clap::Error> {
+        let argv = ["activity-hub", "health"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.cmd {
+            Cmd::Health(h) => Ok(h.conn),
+            _ => unreachable!("parsed health"),
+        }
+    }
+
+    #[test]
+    fn balance_defaults_to_round_robin_and_takes_the_three_policies() {
+        assert_eq!(conn(&[]).unwrap().balance, Balance::RoundRobin);
+        for (flag, want) in [
+            ("pick_first", Balance::PickFirst),
+            ("least_pending", Balance::LeastPending),
+            ("round_robin", Balance::RoundRobin),
+        ] {
+            assert_eq!(conn(&["--balance", flag]).unwrap().balance, want);
+        }
+        let e = conn(&["--balance", "fastest"]).unwrap_err().to_string();
+        assert!(e.contains("least_pending"), "the error lists the policies: {e}");
+    }
+
+    #[test]
+    fn servers_take_dns_targets_beside_uris() {
+        let c = conn(&["--server", "dns:///hub.internal:50051,10.0.0.1:50051"]).unwrap();
+        assert_eq!(c.servers, ["dns:///hub.internal:50051", "10.0.0.1:50051"]);
+    }
 }

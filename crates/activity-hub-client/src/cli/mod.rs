@@ -97,10 +97,10 @@ pub async fn run(cmd: Cmd) -> ExitCode {
     }
 }
 
-/// A `--server` value as a URI: `HOST:PORT` gets `https://` when TLS is configured,
-/// else `http://`.
+/// A `--server` value as a URI (or a `dns:` target, which the client takes as it is):
+/// `HOST:PORT` gets `https://` when TLS is configured, else `http://`.
 fn endpoint_uri(server: &str, tls: bool) -> String {
-    if server.contains("://") {
+    if server.contains("://") || server.starts_with("dns:") {
         server.to_string()
     } else if tls {
         format!("https://{server}")
@@ -118,6 +118,7 @@ async fn connect(conn: &Conn, with_token: bool) -> Result<Client, Failure> {
     let mut cfg = ClientConfig::new(conn.servers.iter().map(|s| endpoint_uri(s.trim(), tls)));
     cfg.deadline = conn.timeout;
     cfg.connect_timeout = conn.connect_timeout;
+    cfg.balance = conn.balance;
     if tls {
         let mut t = tonic::transport::ClientTlsConfig::new();
         if let Some(ca) = &conn.ca {
